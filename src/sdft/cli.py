@@ -1,0 +1,155 @@
+"""The ``sdft`` command: thin typer commands over the library functions."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Self-Distillation Fine-Tuning (Yang et al., ACL 2024): distill → train → eval → report.")
+models_app = typer.Typer(no_args_is_help=True, help="Embedded models and the conversion cache.")
+app.add_typer(models_app, name="models")
+console = Console(stderr=True)
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {msg}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _run(fn):
+    """Run ``fn`` turning expected errors into one clear message (no traceback)."""
+    from .config import ConfigError
+    from .data import DataError
+    from .distill import RunConflict
+    from .models import ModelError
+    from .templates import TemplateError
+
+    try:
+        return fn()
+    except (ConfigError, DataError, ModelError, RunConflict, TemplateError, ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        raise typer.Exit(130)
+
+
+@app.command()
+def distill(
+    data: Optional[str] = typer.Option(None, help="JSON/JSONL file, HF save_to_disk folder, or a dataset name"),
+    out: Optional[str] = typer.Option(None, help="output folder (resumable)"),
+    config: Optional[Path] = typer.Option(None, help="YAML config; command-line options override it"),
+    task: Optional[str] = typer.Option(None, help="alpaca (default) | gsm8k | openfunctions | magicoder"),
+    dataset_dir: Optional[str] = typer.Option(None, help="folder with a LLaMA-Factory dataset_info.json"),
+    columns: Optional[str] = typer.Option(None, help="column mapping, e.g. instruction=question,output=answer"),
+    formatting: Optional[str] = typer.Option(None, help="auto | alpaca | sharegpt | messages"),
+    model: Optional[str] = typer.Option(None, help="seed model: embedded alias, .gguf file or HF folder"),
+    teacher: Optional[str] = typer.Option(None, help="another model writes the rewrites (default: the seed)"),
+    backend: Optional[str] = typer.Option(None, help="generation backend: hf | llamacpp"),
+    template: Optional[str] = typer.Option(None, help="using | refer | math-distill | a template .yaml"),
+    prompt_format: Optional[str] = typer.Option(None, help="auto | chat | raw"),
+    layout: Optional[str] = typer.Option(None, help="raw layout: standard | release (the authors' bytes)"),
+    decoding: Optional[str] = typer.Option(None, help="authors (T 0.95, top-p 0.7, top-k 50) | greedy"),
+    max_new_tokens: Optional[int] = typer.Option(None),
+    seed: Optional[int] = typer.Option(None),
+    subset: Optional[int] = typer.Option(None, help="a seeded random subset of N rows"),
+    paper_cut: Optional[bool] = typer.Option(None, help="cut data over 10,000 rows to a random 2,000 (paper)"),
+    limit: Optional[int] = typer.Option(None, help="only the first N selected rows"),
+    shard: Optional[str] = typer.Option(None, help="i/n: process every n-th row from i"),
+    check: Optional[List[str]] = typer.Option(None, help="extra check: regex:PATTERN or module:function"),
+    clean: Optional[str] = typer.Option(None, help="strip (paper) | chatter"),
+    allow_empty: Optional[bool] = typer.Option(None, help="accept empty rewrites (the release does)"),
+    batch_size: Optional[int] = typer.Option(None),
+    cache_dir: Optional[str] = typer.Option(None, help="model cache folder"),
+    overwrite: bool = typer.Option(False, help="replace a run made with a different config"),
+    no_progress: bool = typer.Option(False, help="no progress bar"),
+) -> None:
+    """Rewrite every response with the seed model and keep rewrites that pass the task check."""
+    from . import config as cfgmod
+    from .distill import distill as run
+
+    overrides = dict(data=data, out=out, task=task, dataset_dir=dataset_dir, columns=columns, formatting=formatting,
+                     model=model, teacher=teacher, backend=backend, template=template, prompt_format=prompt_format,
+                     layout=layout, decoding=decoding, max_new_tokens=max_new_tokens, seed=seed, subset=subset,
+                     paper_cut=paper_cut, limit=limit, shard=shard, checks=tuple(check) if check else None,
+                     clean=clean, allow_empty=allow_empty, batch_size=batch_size, cache_dir=cache_dir,
+                     overwrite=overwrite or None)
+
+    def go():
+        cfg = cfgmod.load(cfgmod.DistillConfig, config, overrides, section="distill" if config else None)
+        res = run(cfg, progress=not no_progress, log=lambda m: console.print(m, highlight=False))
+        _print_summary(res)
+
+    _run(go)
+
+
+def _print_summary(res) -> None:
+    s = res.summary
+    t = Table(title=f"distillation → {res.out}", show_header=False)
+    t.add_row("rows", str(s["rows"]))
+    t.add_row("accepted", f"{s['accepted']} ({s['acceptance_rate']:.1%})")
+    for reason, n in s["by_reason"].items():
+        if reason != "accepted":
+            t.add_row(f"  rejected: {reason}", str(n))
+    sess = res.manifest["this_session"]
+    if sess["tokens_per_s"]:
+        t.add_row("generated tokens/s", f"{sess['tokens_per_s']:.1f} ({sess['generated_tokens']} tokens, "
+                                        f"{sess['seconds']:.0f}s this session)")
+    t.add_row("training sets", f"{res.out}/distilled.json (SDFT), {res.out}/original.json (vanilla)")
+    Console().print(t)
+
+
+@models_app.command("list")
+def models_list(cache_dir: Optional[str] = typer.Option(None)) -> None:
+    """Embedded models, their aliases and whether they are installed and cached."""
+    import importlib.util
+
+    from .models import ALIASES, EMBEDDED, cache_root
+
+    t = Table("name", "description", "installed", "cached", "aliases")
+    for name, m in EMBEDDED.items():
+        installed = all(importlib.util.find_spec(p) is not None for p in m.packages)
+        cached = (cache_root(cache_dir) / name / "hf").exists()
+        t.add_row(name, m.description, "yes" if installed else f"no: {m.pip}", "yes" if cached else "no",
+                  ", ".join(a for a, v in ALIASES.items() if v == name))
+    Console().print(t)
+
+
+@models_app.command("path")
+def models_path(name: str = typer.Argument("default"), cache_dir: Optional[str] = typer.Option(None)) -> None:
+    """Print where a model's converted cache lives (HF folder and GGUF)."""
+    from .models import resolve_model
+
+    m = _run(lambda: resolve_model(name, cache_dir, prepare=False))
+    print(f"hf:   {m.hf_dir}\ngguf: {m.gguf}")
+
+
+@models_app.command("prepare")
+def models_prepare(names: List[str] = typer.Argument(None), cache_dir: Optional[str] = typer.Option(None)) -> None:
+    """Convert embedded models once into the cache (safetensors + tokenizer, and the GGUF)."""
+    from .models import resolve_model
+
+    for name in names or ["default"]:
+        m = _run(lambda: resolve_model(name, cache_dir, log=lambda s: console.print(s, highlight=False)))
+        print(f"{m.name}: {m.hf_dir}")
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    from . import __version__
+
+    print(__version__)
+
+
+def main() -> None:
+    app(prog_name="sdft")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+    sys.exit(0)

@@ -1,0 +1,128 @@
+"""Frozen dataclass configs loaded from YAML plus CLI overrides; an unknown key is an error."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config file or value is wrong; the message names the file and key."""
+
+
+def _coerce(cls: type, name: str, tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if value is None:
+        return None
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(cls, name, inner[0], value, where) if len(inner) == 1 else value
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: '{name}' must be a list")
+        return tuple(value)
+    if tp is bool and not isinstance(value, bool):
+        if isinstance(value, str) and value.lower() in {"true", "false", "1", "0", "yes", "no"}:
+            return value.lower() in {"true", "1", "yes"}
+        raise ConfigError(f"{where}: '{name}' must be true or false, got {value!r}")
+    if tp in (int, float) and not isinstance(value, bool):
+        try:
+            return tp(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: '{name}' must be a number, got {value!r}") from None
+    if tp is str and not isinstance(value, str):
+        if isinstance(value, (int, float)):
+            return str(value)
+        raise ConfigError(f"{where}: '{name}' must be a string, got {value!r}")
+    return value
+
+
+def build(cls: type[T], values: Mapping[str, Any], where: str = "config") -> T:
+    """Instantiate ``cls`` from a mapping, refusing unknown keys and coercing simple types."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
+    kwargs = {k: _coerce(cls, k, hints[k], v, where) for k, v in values.items()}
+    missing = [f.name for f in fields(cls) if f.name not in kwargs  # type: ignore[arg-type]
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{where}: missing required key(s) {', '.join(missing)}")
+    return cls(**kwargs)
+
+
+def load(cls: type[T], path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
+         section: str | None = None) -> T:
+    """YAML file (optionally one ``section`` of it) overlaid with non-None CLI ``overrides``."""
+    import yaml
+
+    values: dict[str, Any] = {}
+    where = "command line"
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: invalid YAML: {e}") from None
+        if section is not None:
+            loaded = loaded.get(section, {}) if isinstance(loaded, dict) else loaded
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: expected a mapping of keys")
+        values.update(loaded)
+        where = str(p) + (f" [{section}]" if section else "")
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return build(cls, values, where)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Everything ``sdft distill`` needs. Fields marked "run-only" do not change the result and may differ
+    when a run is resumed."""
+
+    data: str
+    out: str
+    task: str = "alpaca"  # distillation task: template, checks, data normalisation (sdft.tasks)
+    dataset_dir: str | None = None
+    columns: str | None = None  # e.g. "instruction=question,output=answer"
+    formatting: str = "auto"  # auto | alpaca | sharegpt | messages
+    model: str = "default"  # the seed model: embedded alias, .gguf file or HF folder
+    teacher: str | None = None  # another model writes the rewrites (not the method; for ablations)
+    backend: str = "hf"
+    template: str | None = None  # default: the task's distillation template
+    prompt_format: str = "auto"  # auto (chat when the model has a chat template) | chat | raw
+    layout: str = "standard"  # raw format: standard | release (the authors' bytes)
+    decoding: str = "authors"  # authors (T 0.95, top-p 0.7, top-k 50) | greedy
+    max_new_tokens: int = 512
+    seed: int = 42
+    subset: int | None = None  # a seeded random subset of this many rows
+    paper_cut: bool = True  # as the paper: data over 10,000 rows are cut to a random 2,000
+    limit: int | None = None  # run-only: the first N of the selection (raise it to continue a run)
+    shard: str | None = None  # "i/n": every n-th selected row from i (merge shards with `sdft merge`)
+    checks: tuple[str, ...] = ()  # extra checks: regex:PATTERN or module:function
+    clean: str = "strip"  # strip (paper) | chatter (also drop echoed headers and "Sure! Here is ...")
+    allow_empty: bool = False  # the release accepts an empty rewrite; by default it is rejected
+    batch_size: int = 8  # run-only
+    chunk_size: int = 16  # run-only: rows per generate call (the unit of progress and resume)
+    cache_dir: str | None = None  # run-only
+    trust_remote_code: bool = False
+    overwrite: bool = False  # run-only
+
+
+RUN_ONLY = {"limit", "batch_size", "chunk_size", "cache_dir", "overwrite", "out"}

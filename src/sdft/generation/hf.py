@@ -1,0 +1,98 @@
+"""HF transformers backend: batched ``generate`` with left padding and length-sorted batches."""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+from .base import Completion, GenerationParams, cut_at_stop
+
+
+def pick_dtype(name: str = "auto"):
+    """``auto``: bfloat16 on a CUDA GPU that supports it, else float32 (bf16 is emulated and slow on CPUs
+    without bf16 instructions, see offline-models.md)."""
+    import torch
+
+    if name != "auto":
+        return getattr(torch, name)
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+class HFBackend:
+    name = "hf"
+
+    def __init__(self, model_dir: str, *, adapter: str | None = None, batch_size: int = 8, dtype: str = "auto",
+                 device: str | None = None, trust_remote_code: bool = False, model=None, tokenizer=None, **_):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer.padding_side = "left"
+        if model is None:
+            model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=pick_dtype(dtype),
+                                                         trust_remote_code=trust_remote_code)
+            if adapter:
+                from peft import PeftModel
+
+                model = PeftModel.from_pretrained(model, adapter)
+            model.to(self.device)
+        self.model = model.eval()
+        self.batch_size = batch_size
+        self.stats = {"generated_tokens": 0, "prompt_tokens": 0, "seconds": 0.0}
+
+    @classmethod
+    def from_model(cls, model, **kwargs) -> "HFBackend":
+        """From a :class:`sdft.models.ResolvedModel`."""
+        return cls(str(model.hf_dir), **kwargs)
+
+    def _eos_ids(self) -> set[int]:
+        ids = self.model.generation_config.eos_token_id
+        ids = set(ids if isinstance(ids, (list, tuple)) else [ids] if ids is not None else [])
+        ids.add(self.tokenizer.eos_token_id)
+        return {i for i in ids if i is not None}
+
+    def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Completion]:
+        import torch
+
+        out: list[Completion | None] = [None] * len(prompts)
+        enc = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: -len(enc[i]))
+        eos = self._eos_ids()
+        t0 = time.perf_counter()
+        for b, start in enumerate(range(0, len(order), self.batch_size)):
+            idx = order[start:start + self.batch_size]
+            batch = self.tokenizer.pad({"input_ids": [enc[i] or [self.tokenizer.eos_token_id] for i in idx]},
+                                       return_tensors="pt").to(self.device)
+            kwargs = dict(max_new_tokens=params.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
+                          repetition_penalty=params.repetition_penalty)
+            if params.greedy:
+                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            else:
+                torch.manual_seed(params.seed + b)
+                kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p,
+                              top_k=params.top_k or None)
+            with torch.inference_mode():
+                gen = self.model.generate(**batch, **kwargs)
+            new = gen[:, batch["input_ids"].shape[1]:]
+            for row, i in enumerate(idx):
+                toks = new[row].tolist()
+                hit_eos = next((k for k, t in enumerate(toks) if t in eos), None)
+                if hit_eos is not None:
+                    toks = toks[:hit_eos]
+                text = self.tokenizer.decode(toks, skip_special_tokens=True)
+                text, hit_stop = cut_at_stop(text, params.stop)
+                finish = "stop" if hit_eos is not None or hit_stop else (
+                    "length" if len(toks) >= params.max_new_tokens else "stop")
+                out[i] = Completion(text, finish, len(enc[i]), len(toks))
+                self.stats["generated_tokens"] += len(toks)
+                self.stats["prompt_tokens"] += len(enc[i])
+        self.stats["seconds"] += time.perf_counter() - t0
+        return out  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self.model = None

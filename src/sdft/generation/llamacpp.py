@@ -1,0 +1,149 @@
+"""llama.cpp backend: the in-process ``xllamacpp.Server`` with ``parallel`` slots and continuous batching.
+
+Every prompt is a full raw text (chat template and pre-fill included). It is tokenized by the server's own
+``/tokenize`` route (``add_special=False``: no BOS is added, whatever the GGUF's ``add_bos_token`` says;
+``parse_special=True``: ``<|im_start|>`` and friends become special tokens) -- the same ids HF gets with
+``add_special_tokens=False``. The ids are then sent to ``handle_completions`` (the raw-text completion route,
+never the chat route), so a pre-filled assistant turn is continued exactly. Tokenizing first also lets us
+reject a prompt that does not fit its slot before anything is sent.
+
+Requests run on a thread pool of ``parallel`` workers; ``handle_completions`` releases the GIL and the server
+batches the active slots into one decode per step.
+
+Sampling, matched to :class:`~sdft.generation.hf.HFBackend`:
+
+* greedy (``temperature == 0``): sampler chain ``penalties -> top_k`` with ``top_k = 1`` (arg-max).
+* sampling: ``penalties -> temperature -> top_k -> top_p -> dist``, HF's order (repetition penalty, then
+  temperature before top-k/top-p); ``top_k = 0`` is off in both; ``min_p = 0``, ``typical_p = 1``; DRY, XTC,
+  mirostat, top-n-sigma, dynamic temperature, presence/frequency penalties are all off.
+* ``repeat_penalty`` uses HF's formula (divide positive logits, multiply negative ones) over the whole slot
+  context (prompt + generated), as HF does over ``input_ids``.
+* seed: request ``i`` gets ``params.seed + i``, so a result depends on its position, not on scheduling.
+
+What is *not* matched: the random streams (the same seed draws different samples than torch); Q4 weights
+(the GGUF) versus de-quantised float weights in HF, so greedy paths agree for a few tokens and may then drift;
+ties at the top-p boundary; HF also penalises its left-padding tokens. Prompt caching is off by default
+(``cache_prompt=False``): a reused KV prefix was computed in a different batch, which could change the last
+bits of the logits and make results depend on which slot served which request.
+
+``finish_reason`` comes from the server's native ``stop_type`` (asked for with ``verbose``): ``eos`` and
+``word`` (a stop string) -> ``stop``; ``limit`` (``max_tokens`` reached, or the slot context filled up, then
+``truncated`` is true) -> ``length``. Stop strings are sent as ``stop`` and the text is cut again with
+:func:`cut_at_stop`. ``completion_tokens`` excludes the end-of-sequence token, like HF (the server counts it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+from .base import Completion, GenerationParams, cut_at_stop
+
+_OFF = dict(min_p=0.0, typical_p=1.0, presence_penalty=0.0, frequency_penalty=0.0, dry_multiplier=0.0,
+            xtc_probability=0.0, mirostat=0, top_n_sigma=-1.0, dynatemp_range=0.0, n_probs=0, ignore_eos=False)
+
+
+class LlamaCppBackend:
+    name = "llamacpp"
+
+    def __init__(self, gguf: str | Path, *, adapter: str | None = None, parallel: int = 8, n_ctx: int | None = None,
+                 threads: int | None = None, cache_prompt: bool = False, verbosity: int = 1, **_):
+        import xllamacpp
+
+        gguf = Path(gguf)
+        if not gguf.is_file():
+            raise FileNotFoundError(f"GGUF model file not found: {gguf}")
+        p = xllamacpp.CommonParams()
+        p.model.path = str(gguf)
+        p.n_parallel = self.parallel = max(1, int(parallel))
+        p.n_ctx = n_ctx or self.parallel * 2048  # total KV cache, split evenly over the slots
+        p.cpuparams.n_threads = p.cpuparams_batch.n_threads = threads or os.cpu_count() or 1
+        p.verbosity = verbosity  # 1: errors only (3 logs every slot event)
+        p.ui = False
+        if adapter:
+            a = Path(adapter)
+            if a.is_dir() or a.suffix != ".gguf":
+                raise NotImplementedError(
+                    f"adapter {adapter} is not a GGUF LoRA file; the llamacpp backend cannot load PEFT adapter "
+                    "folders yet (converting them to GGUF comes later) -- use --backend hf")
+            if not a.is_file():
+                raise FileNotFoundError(f"LoRA adapter not found: {adapter}")
+            p.lora_adapters = [xllamacpp.CommonAdapterLoraInfo(str(a), 1.0)]
+        self.cache_prompt = cache_prompt
+        self.server = xllamacpp.Server(p)
+        self._http = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
+        props = self._call("GET", "/props")
+        self.n_ctx_slot = int(props["default_generation_settings"]["n_ctx"])  # per slot, after llama.cpp rounding
+        self.stats = {"generated_tokens": 0, "prompt_tokens": 0, "seconds": 0.0}
+
+    @classmethod
+    def from_model(cls, model, **kwargs) -> "LlamaCppBackend":
+        """From a :class:`sdft.models.ResolvedModel`."""
+        if model.gguf is None:
+            raise ValueError(f"model {model.name} has no GGUF file; use --backend hf")
+        return cls(str(model.gguf), **kwargs)
+
+    def _call(self, method: str, route: str, body: dict | None = None) -> dict:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.server.listening_address + route, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        with self._http.open(req, timeout=60) as r:
+            return json.load(r)
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of ``text`` exactly as they are sent: special tokens parsed, no BOS added."""
+        if not text:
+            return []
+        return self._call("POST", "/tokenize", {"content": text, "add_special": False, "parse_special": True})["tokens"]
+
+    def _request(self, ids: list[int], params: GenerationParams, seed: int) -> dict:
+        body = dict(_OFF, prompt=ids, max_tokens=params.max_new_tokens, seed=seed % 0xFFFFFFFF,  # 2^32-1 = random
+                    repeat_penalty=params.repetition_penalty, repeat_last_n=self.n_ctx_slot,
+                    stop=[s for s in params.stop if s], cache_prompt=self.cache_prompt, stream=False, verbose=True)
+        if params.greedy:
+            body.update(temperature=0.0, top_k=1, top_p=1.0, samplers=["penalties", "top_k"])
+        else:
+            body.update(temperature=params.temperature, top_k=params.top_k, top_p=params.top_p,
+                        samplers=["penalties", "temperature", "top_k", "top_p"])
+        return body
+
+    def _complete(self, i: int, ids: list[int], params: GenerationParams) -> Completion:
+        if not ids:  # nothing to continue: an empty completion, not a crash
+            return Completion("", "stop", 0, 0)
+        r = self.server.handle_completions(self._request(ids, params, params.seed + i))
+        if "error" in r:
+            err = r["error"]
+            raise RuntimeError(f"llama.cpp failed on prompt {i}: {err.get('message', err) if isinstance(err, dict) else err}")
+        choice, native = r["choices"][0], r.get("__verbose", {})
+        stop_type = native.get("stop_type")
+        if stop_type in ("eos", "word"):
+            finish = "stop"
+        elif stop_type == "limit":
+            finish = "length"
+        else:
+            finish = "length" if choice.get("finish_reason") == "length" else "stop"
+        text, hit = cut_at_stop(choice.get("text") or "", params.stop)
+        n_gen = int(r["usage"]["completion_tokens"]) - (stop_type == "eos")
+        return Completion(text, "stop" if hit else finish, len(ids), max(n_gen, 0))
+
+    def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Completion]:
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(self.parallel) as pool:
+            enc = list(pool.map(self.tokenize, prompts))
+            for i, ids in enumerate(enc):
+                if len(ids) >= self.n_ctx_slot:
+                    raise ValueError(f"prompt {i} has {len(ids)} tokens but a llama.cpp slot holds {self.n_ctx_slot} "
+                                     f"(n_ctx split over {self.parallel} slots); raise n_ctx or shorten the prompt")
+            out = list(pool.map(lambda i: self._complete(i, enc[i], params), range(len(prompts))))
+        self.stats["seconds"] += time.perf_counter() - t0
+        self.stats["generated_tokens"] += sum(c.completion_tokens for c in out)
+        self.stats["prompt_tokens"] += sum(c.prompt_tokens for c in out)
+        return out
+
+    def close(self) -> None:
+        self.server = None  # the destructor stops the server loop and frees the model
