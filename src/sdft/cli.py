@@ -14,7 +14,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Self-Distillation Fine-Tuning (Yang et al., ACL 2024): distill → train → eval → report.")
 models_app = typer.Typer(no_args_is_help=True, help="Embedded models and the conversion cache.")
 app.add_typer(models_app, name="models")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 def _fail(msg: str, code: int = 2) -> None:
@@ -29,10 +29,12 @@ def _run(fn):
     from .distill import RunConflict
     from .models import ModelError
     from .templates import TemplateError
+    from .train import TrainError
 
     try:
         return fn()
-    except (ConfigError, DataError, ModelError, RunConflict, TemplateError, ValueError, FileNotFoundError) as e:
+    except (ConfigError, DataError, ModelError, RunConflict, TemplateError, TrainError, ValueError,
+            FileNotFoundError) as e:
         _fail(str(e))
     except KeyboardInterrupt:
         raise typer.Exit(130)
@@ -64,6 +66,7 @@ def distill(
     clean: Optional[str] = typer.Option(None, help="strip (paper) | chatter"),
     allow_empty: Optional[bool] = typer.Option(None, help="accept empty rewrites (the release does)"),
     batch_size: Optional[int] = typer.Option(None),
+    chunk_size: Optional[int] = typer.Option(None, help="rows per generate call (unit of progress and resume)"),
     cache_dir: Optional[str] = typer.Option(None, help="model cache folder"),
     overwrite: bool = typer.Option(False, help="replace a run made with a different config"),
     no_progress: bool = typer.Option(False, help="no progress bar"),
@@ -76,13 +79,62 @@ def distill(
                      model=model, teacher=teacher, backend=backend, template=template, prompt_format=prompt_format,
                      layout=layout, decoding=decoding, max_new_tokens=max_new_tokens, seed=seed, subset=subset,
                      paper_cut=paper_cut, limit=limit, shard=shard, checks=tuple(check) if check else None,
-                     clean=clean, allow_empty=allow_empty, batch_size=batch_size, cache_dir=cache_dir,
+                     clean=clean, allow_empty=allow_empty, batch_size=batch_size, chunk_size=chunk_size, cache_dir=cache_dir,
                      overwrite=overwrite or None)
 
     def go():
         cfg = cfgmod.load(cfgmod.DistillConfig, config, overrides, section="distill" if config else None)
         res = run(cfg, progress=not no_progress, log=lambda m: console.print(m, highlight=False))
         _print_summary(res)
+
+    _run(go)
+
+
+@app.command(context_settings={"allow_extra_args": False})
+def train(
+    data: Optional[str] = typer.Option(None, help="a `sdft distill` folder, or Alpaca data (vanilla only)"),
+    out: Optional[str] = typer.Option(None, help="output folder"),
+    config: Optional[Path] = typer.Option(None, help="YAML config (a `train:` section or top-level keys)"),
+    method: Optional[str] = typer.Option(None, help="sdft | vanilla"),
+    model: Optional[str] = typer.Option(None, help="seed model: embedded alias, .gguf file or HF folder"),
+    task: Optional[str] = typer.Option(None, help="default: the distillation's task"),
+    preset: Optional[str] = typer.Option(None, help="paper (LoRA r8/16 q,v) | fair (r64/128 all linear)"),
+    finetuning: Optional[str] = typer.Option(None, help="lora | full | qlora"),
+    mix_ratio: Optional[float] = typer.Option(None, help="share of rows trained on the rewrite"),
+    num_samples: Optional[int] = typer.Option(None, help="train on N rows (nested seeded prefixes)"),
+    seed: Optional[int] = typer.Option(None),
+    lora_r: Optional[int] = typer.Option(None),
+    lora_alpha: Optional[int] = typer.Option(None),
+    lora_targets: Optional[str] = typer.Option(None, help="q_proj,v_proj | all-linear | names"),
+    learning_rate: Optional[float] = typer.Option(None),
+    epochs: Optional[float] = typer.Option(None),
+    max_steps: Optional[int] = typer.Option(None),
+    per_device_batch_size: Optional[int] = typer.Option(None),
+    gradient_accumulation_steps: Optional[int] = typer.Option(None),
+    cutoff_len: Optional[int] = typer.Option(None),
+    dtype: Optional[str] = typer.Option(None, help="auto | float32 | bfloat16"),
+    gradient_checkpointing: Optional[bool] = typer.Option(None),
+    padding_free: Optional[bool] = typer.Option(None),
+    eval_split: Optional[float] = typer.Option(None, help="held-out share for eval loss"),
+    report_to: Optional[str] = typer.Option(None, help="none | tensorboard | wandb | mlflow"),
+    save_steps: Optional[int] = typer.Option(None),
+    merge: Optional[bool] = typer.Option(None, help="also save the merged model"),
+    ddp_backend: Optional[str] = typer.Option(None, help="e.g. gloo for multi-process CPU"),
+    resume: bool = typer.Option(False, help="continue from the last checkpoint"),
+    overwrite: bool = typer.Option(False),
+    cache_dir: Optional[str] = typer.Option(None),
+) -> None:
+    """Fine-tune on the original responses (vanilla) or the distilled ones (SDFT) with TRL + PEFT."""
+    from . import config as cfgmod
+    from .train import train as run
+
+    overrides = {k: v for k, v in locals().items() if k not in {"config", "cfgmod", "run"}}
+    overrides["resume"] = resume or None
+    overrides["overwrite"] = overwrite or None
+
+    def go():
+        cfg = cfgmod.load(cfgmod.TrainConfig, config, overrides, section="train" if config else None)
+        run(cfg, log=lambda m: console.print(m, highlight=False))
 
     _run(go)
 

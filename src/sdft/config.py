@@ -77,8 +77,8 @@ def load(cls: type[T], path: str | Path | None = None, overrides: Mapping[str, A
             loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: invalid YAML: {e}") from None
-        if section is not None:
-            loaded = loaded.get(section, {}) if isinstance(loaded, dict) else loaded
+        if section is not None and isinstance(loaded, dict) and isinstance(loaded.get(section), dict):
+            loaded = loaded[section]
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: expected a mapping of keys")
         values.update(loaded)
@@ -126,3 +126,57 @@ class DistillConfig:
 
 
 RUN_ONLY = {"limit", "batch_size", "chunk_size", "cache_dir", "overwrite", "out"}
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # the paper (LLaMA-Factory defaults of the release): LoRA r 8, alpha 16 on q/v, lr 1e-4 cosine, batch 2 x 4
+    "paper": {},
+    # a fair baseline: a published critique found vanilla's handicap shrinks with more LoRA capacity
+    "fair": {"lora_r": 64, "lora_alpha": 128, "lora_targets": "all-linear"},
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """``sdft train``: vanilla or SDFT fine-tuning with TRL's SFTTrainer and PEFT."""
+
+    data: str  # a `sdft distill` folder, or Alpaca-style data (vanilla only)
+    out: str
+    method: str = "sdft"  # sdft (targets = checked rewrites) | vanilla (targets = original responses)
+    model: str = "default"
+    task: str | None = None  # default: the distillation's task (decides the prompt template and epochs)
+    dataset_dir: str | None = None
+    columns: str | None = None
+    template: str | None = None  # default: the task's train template
+    prompt_format: str = "auto"
+    layout: str = "standard"
+    mix_ratio: float | None = None  # share of rows whose target is the rewrite (default 1 for sdft, 0 for vanilla)
+    num_samples: int | None = None  # train on the first N of the seeded permutation (nested across N)
+    seed: int = 42
+    preset: str = "paper"  # paper | fair (overrides the LoRA settings below)
+    finetuning: str = "lora"  # lora | full | qlora (GPU + bitsandbytes)
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_targets: str = "q_proj,v_proj"  # or all-linear
+    learning_rate: float = 1e-4
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.0  # share of steps for a linear warm-up (the release: none)
+    per_device_batch_size: int = 2
+    gradient_accumulation_steps: int = 4
+    epochs: float | None = None  # default: 5 for gsm8k/openfunctions, 2 otherwise (the paper)
+    max_steps: int = -1
+    cutoff_len: int = 1024
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    gradient_checkpointing: bool = False
+    padding_free: bool = False
+    eval_split: float = 0.0  # held-out share for eval loss
+    report_to: str = "none"  # passed to the trainer: tensorboard, wandb, mlflow ...
+    logging_steps: int = 1
+    save_steps: int = 50
+    merge: bool = False  # also save the merged full model
+    resume: bool = False  # continue from the last checkpoint in `out`
+    ddp_backend: str | None = None  # e.g. gloo for multi-process CPU runs
+    cache_dir: str | None = None
+    trust_remote_code: bool = False
+    overwrite: bool = False

@@ -15,7 +15,7 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 from . import __version__
 from .checks import CHECKS, CLEANERS, Check, banned_phrases, first_rejection, resolve_check
@@ -34,8 +34,7 @@ class RunConflict(RuntimeError):
     """The output folder holds a run made with a different config."""
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     output: str  # what training will use: the checked rewrite, or the original
     accepted: bool
     reason: str  # "accepted" or why the rewrite was rejected

@@ -1,0 +1,295 @@
+"""``sdft train``: vanilla or SDFT fine-tuning — TRL's ``SFTTrainer`` with PEFT LoRA, configured, not forked.
+
+Vanilla and SDFT read the same `sdft distill` folder and differ only in the targets: vanilla trains on
+``original``, SDFT on ``output`` (the checked rewrite, or the original where the rewrite was rejected).
+``mix_ratio`` r (paper Figs. 7-8) takes one seeded permutation of the rows; the first round(r·n) use ``output``,
+the rest ``original``. ``num_samples`` N (Figs. 5-6) keeps the first N of the same permutation, so a bigger run
+contains a smaller one. Prompts come from the same template code as distillation; the loss covers the response
+tokens only (TRL builds labels from our ``completion_mask``; padding is masked by position, never by token id —
+SmolLM2 pads with its eos token).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from .config import PRESETS, TrainConfig, to_dict
+from .data import Example, file_sha256, load_examples, resolve_source
+from .store import atomic_write_json, atomic_write_text, read_json, read_records
+from .tasks import get_task
+from .templates import default_prompt_format, get_template, render
+
+LONG_TASKS = {"gsm8k", "openfunctions"}  # the paper trains these for 5 epochs, the others for 2
+
+
+class TrainError(ValueError):
+    """Bad training input or configuration."""
+
+
+def resolve_config(cfg: TrainConfig) -> TrainConfig:
+    if cfg.preset not in PRESETS:
+        raise TrainError(f"--preset '{cfg.preset}': use one of {', '.join(PRESETS)}")
+    if cfg.method not in {"sdft", "vanilla"}:
+        raise TrainError(f"--method '{cfg.method}': use sdft or vanilla")
+    if cfg.finetuning not in {"lora", "full", "qlora"}:
+        raise TrainError(f"--finetuning '{cfg.finetuning}': use lora, full or qlora")
+    if cfg.mix_ratio is not None and not 0.0 <= cfg.mix_ratio <= 1.0:
+        raise TrainError(f"--mix-ratio {cfg.mix_ratio}: must be between 0 and 1")
+    return replace(cfg, **PRESETS[cfg.preset])
+
+
+def load_rows(cfg: TrainConfig) -> tuple[list[dict[str, Any]], str, Path]:
+    """Rows with ``output`` and ``original``, the task name, and the file they came from."""
+    path = Path(cfg.data).expanduser()
+    if path.is_dir() and (path / "rows.jsonl").exists():
+        rows = read_records(path / "rows.jsonl", repair=False)
+        if not rows:
+            raise TrainError(f"{path / 'rows.jsonl'}: no finished rows")
+        dcfg = read_json(path / "config.json")["config"] if (path / "config.json").exists() else {}
+        manifest = read_json(path / "manifest.json") if (path / "manifest.json").exists() else {}
+        if manifest.get("status") not in (None, "complete"):
+            raise TrainError(f"{path}: the distillation is {manifest['status']}; finish it (re-run the same "
+                             "`sdft distill` command) before training")
+        return sorted(rows, key=lambda r: r["index"]), cfg.task or dcfg.get("task", "alpaca"), path / "rows.jsonl"
+    if cfg.method == "sdft" and (cfg.mix_ratio is None or cfg.mix_ratio > 0):
+        raise TrainError(f"{cfg.data}: SDFT trains on a `sdft distill` folder (rows.jsonl); plain data can only "
+                         "be used with --method vanilla")
+    task = get_task(cfg.task or "alpaca")
+    src = resolve_source(cfg.data, cfg.dataset_dir, cfg.columns or (task.columns or None))
+    examples = load_examples(src)
+    if task.normalize_output:
+        examples = [replace(e, output=task.normalize_output(e.output)) for e in examples]
+    rows = [_row(e) for e in examples]
+    return rows, task.name, src.path
+
+
+def _row(e: Example) -> dict[str, Any]:
+    r: dict[str, Any] = {"index": e.index, "instruction": e.instruction, "input": e.input, "output": e.output.strip(),
+                         "original": e.output}
+    if e.history:
+        r["history"] = [[t.user, t.assistant] for t in e.history]
+    return r
+
+
+def choose_targets(rows: list[dict], method: str, mix_ratio: float | None, num_samples: int | None,
+                   seed: int) -> tuple[list[tuple[dict, str]], dict[str, Any]]:
+    """Pure: which rows train and on which target. Returns (row, target) pairs and statistics."""
+    r = mix_ratio if mix_ratio is not None else (1.0 if method == "sdft" else 0.0)
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    if num_samples is not None:
+        if num_samples > len(rows):
+            raise TrainError(f"--num-samples {num_samples}: only {len(rows)} rows available")
+        order = order[:num_samples]
+    n_distilled = round(r * len(order))
+    pairs = []
+    changed = 0
+    for k, i in enumerate(order):
+        row = rows[i]
+        use_rewrite = k < n_distilled
+        target = row["output"] if use_rewrite else row["original"].strip()
+        changed += target != row["original"].strip()
+        pairs.append((row, target))
+    stats = {"rows": len(pairs), "mix_ratio": r, "rows_taking_rewrite_slot": n_distilled,
+             "targets_changed": changed, "share_changed": changed / len(pairs) if pairs else 0.0}
+    return pairs, stats
+
+
+def tokenize(pairs: list[tuple[dict, str]], tokenizer, template, prompt_format: str, layout: str,
+             cutoff_len: int) -> tuple[list[dict[str, list[int]]], dict[str, int]]:
+    """``input_ids`` = prompt + target + eos, ``completion_mask`` = 1 on target and eos. Prompt and target are
+    tokenized separately (as LLaMA-Factory does) so the prompt tokens equal what generation sees."""
+    from .templates import Turn
+
+    feats, prompt_tokens, target_tokens, truncated = [], 0, 0, 0
+    eos = tokenizer.eos_token
+    for row, target in pairs:
+        hist = tuple(Turn(u, a) for u, a in row.get("history", []))
+        prompt = render(template, row["instruction"], row.get("input", ""), history=hist,
+                        prompt_format=prompt_format, layout=layout, tokenizer=tokenizer)
+        p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        t_ids = tokenizer(target + eos, add_special_tokens=False)["input_ids"]
+        ids, mask = p_ids + t_ids, [0] * len(p_ids) + [1] * len(t_ids)
+        if len(ids) > cutoff_len:
+            truncated += 1
+            ids, mask = ids[:cutoff_len], mask[:cutoff_len]
+        prompt_tokens += len(p_ids)
+        target_tokens += sum(mask)
+        feats.append({"input_ids": ids, "completion_mask": mask})
+    return feats, {"prompt_tokens": prompt_tokens, "target_tokens": target_tokens, "truncated_rows": truncated}
+
+
+def default_epochs(task: str) -> float:
+    return 5.0 if task in LONG_TASKS else 2.0
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    manifest: dict[str, Any]
+
+
+def _check_out(out: Path, cfg: TrainConfig) -> None:
+    prev = out / "config.json"
+    if not prev.exists():
+        return
+    keep = {"resume", "overwrite", "out", "report_to", "cache_dir", "save_steps", "logging_steps"}
+    if cfg.resume:  # a resumed run may extend its budget
+        keep |= {"max_steps", "epochs"}
+    old = {k: v for k, v in read_json(prev).items() if k not in keep}
+    new = {k: v for k, v in to_dict(cfg).items() if k not in keep}
+    if old != new and not cfg.overwrite:
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise TrainError(f"{out}: holds a run with a different config (differs in: {', '.join(diff)}); "
+                         "choose another --out or pass --overwrite")
+    if (out / "adapter_config.json").exists() or (out / "model.safetensors").exists():
+        if not cfg.resume and not cfg.overwrite:
+            raise TrainError(f"{out}: already holds a finished run; pass --overwrite to train again")
+
+
+def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    from .generation.hf import pick_dtype
+    from .models import load_tokenizer, resolve_model
+
+    cfg = resolve_config(cfg)
+    out = Path(cfg.out)
+    _check_out(out, cfg)
+    rows, task_name, data_path = load_rows(cfg)
+    task = get_task(task_name)
+    template = get_template(cfg.template or task.train_template)
+    model_ref = resolve_model(cfg.model, cfg.cache_dir, log=log)
+    tokenizer = load_tokenizer(model_ref, cfg.trust_remote_code)
+    fmt = default_prompt_format(tokenizer) if cfg.prompt_format == "auto" else cfg.prompt_format
+    pairs, mix_stats = choose_targets(rows, cfg.method, cfg.mix_ratio, cfg.num_samples, cfg.seed)
+    feats, tok_stats = tokenize(pairs, tokenizer, template, fmt, cfg.layout, cfg.cutoff_len)
+    dataset = Dataset.from_list(feats)
+    eval_dataset = None
+    if cfg.eval_split > 0:
+        split = dataset.train_test_split(test_size=cfg.eval_split, seed=cfg.seed)
+        dataset, eval_dataset = split["train"], split["test"]
+    epochs = cfg.epochs if cfg.epochs is not None else default_epochs(task.name)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "config.json", to_dict(cfg))
+
+    dtype = pick_dtype(cfg.dtype)
+    model = AutoModelForCausalLM.from_pretrained(str(model_ref.hf_dir), dtype=dtype,
+                                                 trust_remote_code=cfg.trust_remote_code)
+    peft_config = None
+    if cfg.finetuning in {"lora", "qlora"}:
+        from peft import LoraConfig
+
+        targets: Any = "all-linear" if cfg.lora_targets == "all-linear" else [
+            t.strip() for t in cfg.lora_targets.split(",") if t.strip()]
+        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                 target_modules=targets, task_type="CAUSAL_LM")
+    if cfg.finetuning == "qlora":
+        if not torch.cuda.is_available():
+            raise TrainError("--finetuning qlora needs a CUDA GPU and bitsandbytes; use lora on this machine")
+    args = SFTConfig(
+        output_dir=str(out / "checkpoints"), num_train_epochs=epochs, max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.per_device_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio, logging_steps=cfg.logging_steps,
+        save_steps=cfg.save_steps, save_total_limit=2, seed=cfg.seed, data_seed=cfg.seed, report_to=cfg.report_to,
+        bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, activation_checkpointing=cfg.gradient_checkpointing,
+        padding_free=cfg.padding_free, max_length=cfg.cutoff_len, completion_only_loss=True, packing=False,
+        eval_strategy="epoch" if eval_dataset is not None else "no", ddp_backend=cfg.ddp_backend,
+        use_cpu=not torch.cuda.is_available(), disable_tqdm=False, dataloader_num_workers=0,
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, eval_dataset=eval_dataset,
+                         processing_class=tokenizer, peft_config=peft_config)
+    resume = cfg.resume and any((out / "checkpoints").glob("checkpoint-*"))
+    t0 = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    wall = time.perf_counter() - t0
+    if not trainer.is_world_process_zero():
+        return TrainResult(out, {})
+    trainer.save_model(str(out))
+    tokenizer.save_pretrained(str(out))
+    if cfg.merge and peft_config is not None:
+        merged = trainer.model.merge_and_unload()
+        merged.save_pretrained(str(out / "merged"), safe_serialization=True)
+        tokenizer.save_pretrained(str(out / "merged"))
+    history = trainer.state.log_history
+    losses = [h for h in history if "loss" in h]
+    write_loss_curve(out, history)
+    trained_tokens = sum(len(f["input_ids"]) for f in dataset) * (trainer.state.epoch or 0)
+    manifest = {
+        "method": cfg.method, "task": task.name, "template": template.name, "prompt_format": fmt,
+        "model": {"name": model_ref.name, "source": model_ref.source}, "data": {
+            "path": str(data_path), "sha256": file_sha256(data_path), "rows_available": len(rows)},
+        "targets": mix_stats, "tokens": tok_stats, "epochs": epochs, "steps": trainer.state.global_step,
+        "loss_first": losses[0]["loss"] if losses else None, "loss_last": losses[-1]["loss"] if losses else None,
+        "train_runtime_s": round(wall, 2), "train_tokens_per_s": round(trained_tokens / wall, 2) if wall else None,
+        "resumed": bool(resume), "config": to_dict(cfg), "versions": _versions(),
+        "trainer_metrics": result.metrics,
+    }
+    atomic_write_json(out / "manifest.json", manifest)
+    atomic_write_text(out / "README.md", model_card(manifest))
+    log(f"trained {manifest['steps']} steps: loss {_fmt(manifest['loss_first'])} → {_fmt(manifest['loss_last'])}, "
+        f"{manifest['train_tokens_per_s']} tokens/s, {mix_stats['share_changed']:.0%} of targets rewritten → {out}")
+    return TrainResult(out, manifest)
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {p: version(p) for p in ("sdft", "torch", "transformers", "trl", "peft", "accelerate")}
+
+
+def write_loss_curve(out: Path, history: list[dict]) -> None:
+    rows = [h for h in history if "loss" in h or "eval_loss" in h]
+    lines = ["step,epoch,loss,eval_loss,learning_rate,grad_norm"]
+    for h in rows:
+        lines.append(",".join(str(h.get(k, "")) for k in ("step", "epoch", "loss", "eval_loss", "learning_rate",
+                                                             "grad_norm")))
+    atomic_write_text(out / "loss.csv", "\n".join(lines) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # plots are optional (the `eval` extra)
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    tr = [h for h in rows if "loss" in h]
+    ax.plot([h["step"] for h in tr], [h["loss"] for h in tr], label="train loss")
+    ev = [h for h in rows if "eval_loss" in h]
+    if ev:
+        ax.plot([h["step"] for h in ev], [h["eval_loss"] for h in ev], "o-", label="eval loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "loss.png", dpi=120)
+    plt.close(fig)
+
+
+def model_card(m: dict[str, Any]) -> str:
+    c = m["config"]
+    return (f"# {m['method'].upper()} fine-tune of {m['model']['name']}\n\n"
+            f"Made with `sdft train` (Self-Distillation Fine-Tuning, Yang et al., ACL 2024).\n\n"
+            f"- method: **{m['method']}** — targets: {m['targets']['share_changed']:.1%} of "
+            f"{m['targets']['rows']} rows are the seed model's own rewrites (mix ratio {m['targets']['mix_ratio']})\n"
+            f"- task / template / prompt format: {m['task']} / {m['template']} / {m['prompt_format']}\n"
+            f"- fine-tuning: {c['finetuning']} (r {c['lora_r']}, alpha {c['lora_alpha']}, targets "
+            f"{c['lora_targets']}), lr {c['learning_rate']} {c['lr_scheduler']}, batch "
+            f"{c['per_device_batch_size']}×{c['gradient_accumulation_steps']}, {m['epochs']} epochs, "
+            f"{m['steps']} steps, seed {c['seed']}\n"
+            f"- loss: {_fmt(m['loss_first'])} → {_fmt(m['loss_last'])}; {m['train_tokens_per_s']} tokens/s\n"
+            f"- data: `{m['data']['path']}` (sha256 {m['data']['sha256'][:16]}…)\n")

@@ -1,0 +1,37 @@
+"""End to end on the embedded SmolLM2-135M (the real model): `sdft distill` on GSM8K rows through the CLI."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from sdft.checks import math_match
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("backend", ["llamacpp"])
+def test_distill_gsm8k_on_embedded_model(tmp_path, backend):
+    out = tmp_path / "run"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "sdft", "distill", "--data", "gsm8k_train", "--task", "gsm8k", "--limit", "12",
+           "--model", "smollm2-135m", "--backend", backend, "--max-new-tokens", "256", "--out", str(out),
+           "--no-progress"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "accepted" in r.stdout
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["status"] == "complete" and m["counts"]["rows"] == 12
+    assert m["model"]["name"] == "smollm2-135m" and m["prompt_format"] == "chat"
+    assert m["this_session"]["tokens_per_s"] > 0
+    rows = [json.loads(l) for l in (out / "rows.jsonl").read_text().splitlines()]
+    assert sorted(r["index"] for r in rows) == list(range(12))
+    accepted = [r for r in rows if r["accepted"]]
+    assert accepted, "a 135M model passes the GSM8K check on ~half the rows; none passing means a broken prompt"
+    for r in rows:  # every decision is re-derivable from the record
+        assert r["accepted"] == (r["output"] == r["distilled"].strip())
+        if r["accepted"]:
+            assert math_match(r["output"], r["original"])
+        assert not r["distilled"].startswith("Great! Let's think step by step.")
