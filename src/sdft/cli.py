@@ -26,7 +26,7 @@ def _run(fn):
     """Run ``fn`` turning expected errors into one clear message (no traceback)."""
     from .config import ConfigError
     from .data import DataError
-    from .distill import RunConflict
+    from .store import RunConflict
     from .models import ModelError
     from .templates import TemplateError
     from .train import TrainError
@@ -137,6 +137,63 @@ def train(
         run(cfg, log=lambda m: console.print(m, highlight=False))
 
     _run(go)
+
+
+@app.command("eval")
+def eval_(
+    out: Optional[str] = typer.Option(None, help="output folder (resumable)"),
+    tasks: Optional[str] = typer.Option(None, help="comma-separated: gsm8k,multiarith,openfunctions,humaneval,"
+                                                   "humaneval-chat,advbench,advbench-jailbreak"),
+    config: Optional[Path] = typer.Option(None, help="YAML config (an `eval:` section or top-level keys)"),
+    model: Optional[str] = typer.Option(None, help="embedded alias, .gguf file or HF folder"),
+    adapter: Optional[str] = typer.Option(None, help="a PEFT adapter folder (`sdft train` output)"),
+    backend: Optional[str] = typer.Option(None, help="auto | hf | llamacpp"),
+    prompt_format: Optional[str] = typer.Option(None, help="auto | chat | raw"),
+    layout: Optional[str] = typer.Option(None, help="raw layout: standard | release"),
+    decoding: Optional[str] = typer.Option(None, help="greedy (default) | authors (the release's sampling)"),
+    max_new_tokens: Optional[int] = typer.Option(None),
+    seed: Optional[int] = typer.Option(None),
+    limit: Optional[int] = typer.Option(None, help="first N samples per task"),
+    batch_size: Optional[int] = typer.Option(None),
+    workers: Optional[int] = typer.Option(None, help="parallel sandboxes for code tasks"),
+    shift_vs: Optional[str] = typer.Option(None, help="another eval folder: BLEU-4, ROUGE-L, embedding similarity"),
+    cache_dir: Optional[str] = typer.Option(None),
+    overwrite: bool = typer.Option(False),
+    no_progress: bool = typer.Option(False),
+) -> None:
+    """Evaluate a model (optionally with an adapter) on the paper's benchmarks."""
+    from . import config as cfgmod
+    from .evaluate import evaluate
+
+    overrides = dict(out=out, tasks=tasks, model=model, adapter=adapter, backend=backend, prompt_format=prompt_format,
+                     layout=layout, decoding=decoding, max_new_tokens=max_new_tokens, seed=seed, limit=limit,
+                     batch_size=batch_size, workers=workers, cache_dir=cache_dir, overwrite=overwrite or None)
+
+    def go():
+        cfg = cfgmod.load(cfgmod.EvalConfig, config, overrides, section="eval" if config else None)
+        if tasks or config or not shift_vs:
+            evaluate(cfg, progress=not no_progress, log=lambda m: console.print(m, highlight=False))
+        if shift_vs:
+            from .shift import shift_report
+
+            rep = shift_report(Path(shift_vs), Path(cfg.out), out=Path(cfg.out) / "shift")
+            console.print(rep.get("summary", rep), highlight=False)
+
+    _run(go)
+
+
+@app.command()
+def score(
+    task: str = typer.Option(..., help="task name (see `sdft eval --help`)"),
+    predictions: Path = typer.Option(..., help='JSONL: {"index": i, "output": "..."} per line'),
+    out: Path = typer.Option(..., help="output folder"),
+    data: Optional[str] = typer.Option(None, help="the task's data file (default: the shipped copy)"),
+) -> None:
+    """Score outputs made by any other system with the same scorers as `sdft eval`."""
+    from .scoring import results_markdown, score_predictions
+
+    res = _run(lambda: score_predictions(task, predictions, out, data))
+    print(results_markdown([res]))
 
 
 def _print_summary(res) -> None:

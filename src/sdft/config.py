@@ -104,7 +104,7 @@ class DistillConfig:
     formatting: str = "auto"  # auto | alpaca | sharegpt | messages
     model: str = "default"  # the seed model: embedded alias, .gguf file or HF folder
     teacher: str | None = None  # another model writes the rewrites (not the method; for ablations)
-    backend: str = "hf"
+    backend: str = "auto"  # auto (llamacpp for a GGUF on CPU, vllm on a GPU, else hf) | hf | llamacpp
     template: str | None = None  # default: the task's distillation template
     prompt_format: str = "auto"  # auto (chat when the model has a chat template) | chat | raw
     layout: str = "standard"  # raw format: standard | release (the authors' bytes)
@@ -125,7 +125,7 @@ class DistillConfig:
     overwrite: bool = False  # run-only
 
 
-RUN_ONLY = {"limit", "batch_size", "chunk_size", "cache_dir", "overwrite", "out"}
+RUN_ONLY = {"limit", "batch_size", "chunk_size", "cache_dir", "overwrite", "out", "workers", "tasks"}
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -180,3 +180,26 @@ class TrainConfig:
     cache_dir: str | None = None
     trust_remote_code: bool = False
     overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """``sdft eval``: generate answers to benchmark prompts and score them with the paper's rules."""
+
+    out: str
+    tasks: tuple[str, ...] = ("gsm8k",)
+    model: str = "default"
+    adapter: str | None = None  # a PEFT adapter folder (`sdft train` output)
+    backend: str = "auto"
+    prompt_format: str = "auto"  # auto (chat when the model has a chat template) | chat | raw
+    layout: str = "standard"
+    decoding: str = "greedy"  # greedy (reproducible default) | authors (the release's sampling)
+    max_new_tokens: int | None = None  # default: the task's
+    seed: int = 42
+    limit: int | None = None  # the first N samples of each task
+    batch_size: int = 8  # run-only
+    chunk_size: int = 16  # run-only
+    workers: int | None = None  # run-only: parallel sandboxes for code tasks
+    cache_dir: str | None = None  # run-only
+    trust_remote_code: bool = False
+    overwrite: bool = False  # run-only

@@ -21,17 +21,13 @@ from . import __version__
 from .checks import CHECKS, CLEANERS, Check, banned_phrases, first_rejection, resolve_check
 from .config import RUN_ONLY, DistillConfig, to_dict
 from .data import Example, Source, file_sha256, load_examples, resolve_source, select_indices
-from .generation import DECODING_PRESETS, GenerationParams, make_backend
+from .generation import DECODING_PRESETS, GenerationParams, generate_in_chunks, make_backend, pick_backend
 from .models import ResolvedModel, load_tokenizer, resolve_model
-from .store import RecordWriter, atomic_write_json, read_json, read_records
+from .store import RecordWriter, RunConflict, atomic_write_json, guard_run_folder, read_records
 from .tasks import Task, get_task
 from .templates import Template, default_prompt_format, get_template, render
 
 ROWS, MANIFEST, CONFIG = "rows.jsonl", "manifest.json", "config.json"
-
-
-class RunConflict(RuntimeError):
-    """The output folder holds a run made with a different config."""
 
 
 class Decision(NamedTuple):
@@ -115,23 +111,6 @@ def fingerprint(cfg: DistillConfig, input_sha256: str) -> dict[str, Any]:
     return d
 
 
-def _check_run_folder(out: Path, fp: dict[str, Any], overwrite: bool) -> None:
-    cfg_path = out / CONFIG
-    if not cfg_path.exists():
-        if (out / ROWS).exists() and not overwrite:
-            raise RunConflict(f"{out}: holds {ROWS} without {CONFIG}; use --overwrite to start again")
-        return
-    old = read_json(cfg_path).get("fingerprint", {})
-    if old == fp:
-        return
-    if not overwrite:
-        diff = sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
-        raise RunConflict(f"{out}: already holds a distillation made with a different config "
-                          f"(differs in: {', '.join(diff)}); choose another --out or pass --overwrite")
-    for name in (ROWS, MANIFEST, CONFIG, "distilled.json", "original.json", "dataset_info.json"):
-        (out / name).unlink(missing_ok=True)
-
-
 def _versions(backend: str) -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -205,7 +184,7 @@ def distill(cfg: DistillConfig, *, progress: bool = True, backend=None, tokenize
     p = plan(cfg)
     out = Path(cfg.out)
     fp = fingerprint(cfg, p.input_sha256)
-    _check_run_folder(out, fp, cfg.overwrite)
+    guard_run_folder(out, fp, cfg.overwrite, [ROWS, MANIFEST, "distilled.json", "original.json", "dataset_info.json"])
     out.mkdir(parents=True, exist_ok=True)
     gen_model: ResolvedModel | None = None
     if backend is None or tokenizer is None:
@@ -236,7 +215,7 @@ def distill(cfg: DistillConfig, *, progress: bool = True, backend=None, tokenize
             "task": p.task.name, "template": {"name": p.template.name, "system": p.template.system,
                                               "user": p.template.user, "prefill": p.template.prefill},
             "prompt_format": fmt, "layout": cfg.layout, "example_prompt": sample_prompt,
-            "model": _model_info(gen_model, cfg), "backend": cfg.backend,
+            "model": _model_info(gen_model, cfg), "backend": getattr(backend, "name", cfg.backend),
             "decoding": p.decoding.to_dict(), "input": {"path": str(p.source.path), "sha256": p.input_sha256,
                                                          "rows_in_file": len(examples), "selected": len(p.indices)},
             "checks": [getattr(c, "__name__", str(c)) for c in p.checks], "clean": cfg.clean,
@@ -252,19 +231,20 @@ def distill(cfg: DistillConfig, *, progress: bool = True, backend=None, tokenize
     if pending:
         if backend is None:
             assert gen_model is not None
-            backend = make_backend(cfg.backend, gen_model, batch_size=cfg.batch_size, tokenizer=tokenizer,
+            backend = make_backend(pick_backend(cfg.backend, gen_model), gen_model, batch_size=cfg.batch_size, tokenizer=tokenizer,
                                    trust_remote_code=cfg.trust_remote_code)
         from .progress import DistillProgress
 
         bar = DistillProgress(len(p.indices), len(done), sum(r["accepted"] for r in done), enabled=progress)
         try:
             with bar, RecordWriter(out / ROWS) as writer:
-                for start in range(0, len(pending), cfg.chunk_size):
-                    chunk = [examples[i] for i in pending[start:start + cfg.chunk_size]]
-                    t0 = time.perf_counter()
-                    comps = backend.generate([prompt_of(ex) for ex in chunk], p.decoding.with_seed(cfg.seed + chunk[0].index))
-                    gen_seconds += time.perf_counter() - t0
-                    clean = CLEANERS[cfg.clean]
+                todo = [examples[i] for i in pending]
+                prompts = [prompt_of(ex) for ex in todo]
+                seeds = [cfg.seed + ex.index for ex in todo]
+                clean = CLEANERS[cfg.clean]
+                for start, comps, secs in generate_in_chunks(backend, prompts, p.decoding, cfg.chunk_size, seeds):
+                    gen_seconds += secs
+                    chunk = todo[start:start + len(comps)]
                     new = [record_for(ex, c, decide(c.text, ex.output, c.finish_reason, p.checks, clean, cfg.allow_empty))
                            for ex, c in zip(chunk, comps)]
                     writer.write(new)

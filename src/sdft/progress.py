@@ -34,3 +34,19 @@ class DistillProgress:
 
     def __exit__(self, *exc) -> None:
         self.progress.__exit__(*exc)
+
+
+class simple_progress:
+    """``with simple_progress("gsm8k", total, done) as advance: advance(n)`` — one bar with rate and ETA."""
+
+    def __init__(self, label: str, total: int, done: int = 0, enabled: bool = True):
+        self.progress = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled)
+        self.task = self.progress.add_task(label, total=total, completed=done)
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return lambda n: self.progress.update(self.task, advance=n)
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)

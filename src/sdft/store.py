@@ -85,3 +85,33 @@ class RecordWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class RunConflict(RuntimeError):
+    """The output folder holds a run made with a different config."""
+
+
+def guard_run_folder(out: Path, fingerprint: dict, overwrite: bool, outputs: Iterable[str],
+                     config_name: str = "config.json") -> None:
+    """Refuse to mix runs: if ``out`` holds a run whose fingerprint differs, raise (naming the differing keys)
+    unless ``overwrite``, in which case the old ``outputs`` are removed."""
+    cfg_path = out / config_name
+    outputs = list(outputs)
+    if cfg_path.exists():
+        old = read_json(cfg_path).get("fingerprint", {})
+        if old == fingerprint:
+            return
+        if not overwrite:
+            diff = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+            raise RunConflict(f"{out}: already holds a run made with a different config (differs in: "
+                              f"{', '.join(diff)}); choose another --out or pass --overwrite")
+    elif not overwrite and any((out / o).exists() for o in outputs):
+        raise RunConflict(f"{out}: holds earlier results without {config_name}; use --overwrite to start again")
+    import shutil
+
+    for name in outputs + [config_name]:
+        p = out / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)

@@ -30,4 +30,36 @@ def make_backend(name: str, model: Any, **kwargs: Any) -> Backend:
 
 
 __all__ = ["AUTHORS_SAMPLING", "BACKENDS", "Backend", "Completion", "DECODING_PRESETS", "GREEDY",
-           "GenerationParams", "backend_class", "make_backend"]
+           "GenerationParams", "backend_class", "generate_in_chunks", "make_backend", "pick_backend"]
+
+
+def generate_in_chunks(backend: Backend, prompts: list[str], params: GenerationParams, chunk_size: int,
+                       seeds: list[int] | None = None):
+    """Yield ``(start, completions, seconds)`` for consecutive chunks of ``prompts`` — the unit at which
+    callers write results durably (resume granularity). ``seeds[k]`` seeds the chunk starting at prompt k."""
+    import time
+
+    for start in range(0, len(prompts), chunk_size):
+        seed = seeds[start] if seeds is not None else params.seed + start
+        t0 = time.perf_counter()
+        comps = backend.generate(prompts[start:start + chunk_size], params.with_seed(seed))
+        yield start, comps, time.perf_counter() - t0
+
+
+def pick_backend(name: str, model: Any, adapter: str | None = None) -> str:
+    """``auto``: vllm on a GPU when installed, llamacpp for a GGUF without a PEFT adapter, else hf."""
+    if name != "auto":
+        return name
+    import importlib.util
+
+    try:
+        import torch
+
+        gpu = torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        gpu = False
+    if gpu and "vllm" in BACKENDS and importlib.util.find_spec("vllm"):
+        return "vllm"
+    if getattr(model, "gguf", None) and not adapter:
+        return "llamacpp"
+    return "hf"
