@@ -196,6 +196,36 @@ def score(
     print(results_markdown([res]))
 
 
+@app.command()
+def experiment(
+    config: Path = typer.Argument(..., help="experiment YAML (see configs/)"),
+    dry_run: bool = typer.Option(False, help="print the plan with cached/pending per stage, run nothing"),
+    out: Optional[str] = typer.Option(None, help="override the experiment's output folder"),
+    no_progress: bool = typer.Option(False),
+) -> None:
+    """Run a whole comparison (seed vs vanilla vs SDFT, sweeps) as cached stages, then write the report."""
+    from .experiment import load_experiment, run_experiment
+
+    def go():
+        cfg = load_experiment(config, {"out": out})
+        report = run_experiment(cfg, dry_run=dry_run, progress=not no_progress,
+                                log=lambda m: console.print(m, highlight=False))
+        if not dry_run:
+            print(f"report: {report}")
+
+    _run(go)
+
+
+@app.command()
+def report(run: Path = typer.Argument(..., help="an experiment's output folder")) -> None:
+    """(Re)write an experiment's report (markdown + self-contained HTML)."""
+    from .report import write_report
+
+    if not (run / "experiment.json").exists():
+        _fail(f"{run}: not an experiment folder (no experiment.json)")
+    print(f"report: {_run(lambda: write_report(run))}")
+
+
 def _print_summary(res) -> None:
     s = res.summary
     t = Table(title=f"distillation → {res.out}", show_header=False)

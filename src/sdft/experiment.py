@@ -1,0 +1,220 @@
+"""``sdft experiment CONFIG``: the paper's comparison as a DAG of cached stages.
+
+One YAML describes the seed model, data, methods (``seed``, ``vanilla``, ``sdft``, and ``vanilla-fair`` /
+``sdft-fair`` with the fair LoRA preset), seeds and sweeps (training-set sizes, mix ratios, distillation
+templates), and evaluation. It expands into distill → train → eval (→ shift) stages. Each stage's folder is
+``<out>/stages/<kind>-<hash>`` where the hash covers everything the stage depends on (its own settings and its
+inputs' hashes), so a re-run reuses finished stages, a killed run resumes inside the stage it was in (every
+stage is itself resumable), and changing one knob re-runs only what it touches. ``--dry-run`` prints the plan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+from .config import ConfigError, DistillConfig, EvalConfig, TrainConfig, build, to_dict
+from .store import atomic_write_json, read_json
+
+METHODS = {"seed": None, "vanilla": ("vanilla", "paper"), "sdft": ("sdft", "paper"),
+           "vanilla-fair": ("vanilla", "fair"), "sdft-fair": ("sdft", "fair")}
+DONE = "STAGE.json"
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str
+    out: str
+    model: str = "default"
+    data: str = "gsm8k_train"
+    task: str = "gsm8k"
+    dataset_dir: str | None = None
+    methods: tuple[str, ...] = ("seed", "vanilla", "sdft")
+    seeds: tuple[int, ...] = (42,)
+    num_samples: tuple[int, ...] = ()  # training-set size sweep (paper Figs. 5-6); empty: all distilled rows
+    mix_ratios: tuple[float, ...] = ()  # extra SDFT arms with this share of rewritten targets (Figs. 7-8)
+    templates: tuple[str, ...] = ()  # distillation template ablation (Table 4); empty: the task's default
+    distill: dict = field(default_factory=dict)  # DistillConfig keys
+    train: dict = field(default_factory=dict)  # TrainConfig keys
+    eval: dict = field(default_factory=dict)  # EvalConfig keys (tasks, limit, backend, ...)
+    shift_task: str | None = "advbench"  # per-sample drift from the seed's answers on this eval task (Fig. 9)
+    cache_dir: str | None = None
+
+
+@dataclass
+class Stage:
+    kind: str  # distill | train | eval | shift
+    key: str  # hash of everything it depends on
+    label: str  # human-readable
+    config: Any  # the stage's config dataclass (or a dict for shift)
+    deps: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)  # arm, seed, num_samples, mix_ratio, template
+
+    def folder(self, root: Path) -> Path:
+        return root / "stages" / f"{self.kind}-{self.key}"
+
+    def done(self, root: Path) -> bool:
+        return (self.folder(root) / DONE).exists()
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: experiment config not found")
+    try:
+        doc = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: invalid YAML: {e}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{p}: expected a mapping")
+    doc.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    doc.setdefault("name", p.stem)
+    doc.setdefault("out", f"runs/{doc['name']}")
+    cfg = build(ExperimentConfig, doc, str(p))
+    unknown = [m for m in cfg.methods if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"{p}: unknown method(s) {unknown}; use {', '.join(METHODS)}")
+    for section, cls in (("distill", DistillConfig), ("train", TrainConfig), ("eval", EvalConfig)):
+        known = {f.name for f in fields(cls)}
+        bad = sorted(set(getattr(cfg, section)) - known)
+        if bad:
+            raise ConfigError(f"{p} [{section}]: unknown key(s) {', '.join(bad)}; known: {', '.join(sorted(known))}")
+    return cfg
+
+
+def plan(cfg: ExperimentConfig) -> list[Stage]:
+    """Expand the experiment into stages in dependency order."""
+    root = Path(cfg.out)
+    stages: list[Stage] = []
+    ev_common = {**cfg.eval, "model": cfg.model, "cache_dir": cfg.cache_dir}
+
+    def eval_stage(label: str, adapter_stage: Stage | None, meta: dict) -> Stage:
+        fp = {k: v for k, v in ev_common.items() if k != "cache_dir"}
+        key = _hash({"eval": fp, "adapter": adapter_stage.key if adapter_stage else None})
+        st = Stage("eval", key, label, None, [adapter_stage.key] if adapter_stage else [], meta)
+        adapter = str(adapter_stage.folder(root)) if adapter_stage else None
+        st.config = build(EvalConfig, {**ev_common, "adapter": adapter, "out": str(st.folder(root))}, "eval")
+        return st
+
+    seed_eval = None
+    if "seed" in cfg.methods:
+        seed_eval = eval_stage("eval seed model", None, {"arm": "seed"})
+    trained = [m for m in cfg.methods if METHODS[m]]
+    for seed in cfg.seeds:
+        for template in (cfg.templates or (None,)):
+            if not trained:
+                break
+            d = {"data": cfg.data, "task": cfg.task, "dataset_dir": cfg.dataset_dir, "model": cfg.model,
+                 "seed": seed, "template": template, "cache_dir": cfg.cache_dir, **cfg.distill}
+            dkey = _hash({k: v for k, v in d.items() if k not in {"cache_dir", "batch_size", "chunk_size"}})
+            dist = Stage("distill", dkey, f"distill seed={seed}" + (f" template={template}" if template else ""),
+                         None, [], {"seed": seed, "template": template})
+            dist.config = build(DistillConfig, {**d, "out": str(dist.folder(root))}, "distill")
+            stages.append(dist)
+            sizes = cfg.num_samples or (None,)
+            arms: list[tuple[str, float | None]] = [(m, None) for m in trained]
+            arms += [(f"sdft-mix{r:g}", r) for r in cfg.mix_ratios]
+            for n in sizes:
+                for arm, mix in arms:
+                    method, preset = METHODS.get(arm) or ("sdft", "paper")
+                    t = {"data": str(dist.folder(root)), "method": method, "preset": preset, "model": cfg.model,
+                         "seed": seed, "num_samples": n, "mix_ratio": mix, "cache_dir": cfg.cache_dir, **cfg.train}
+                    tkey = _hash({"train": {k: v for k, v in t.items() if k not in {"cache_dir", "data"}},
+                                  "distill": dkey})
+                    meta = {"arm": arm, "seed": seed, "num_samples": n, "mix_ratio": mix, "template": template}
+                    tr = Stage("train", tkey, f"train {arm} seed={seed}" + (f" n={n}" if n else "")
+                               + (f" template={template}" if template else ""), None, [dkey], meta)
+                    tr.config = build(TrainConfig, {**t, "out": str(tr.folder(root))}, "train")
+                    stages.append(tr)
+                    stages.append(eval_stage(f"eval {tr.label[6:]}", tr, meta))
+    if seed_eval:
+        stages.insert(0, seed_eval)
+    if cfg.shift_task and seed_eval and cfg.shift_task in _eval_tasks(cfg):
+        for st in [s for s in stages if s.kind == "eval" and s is not seed_eval]:
+            key = _hash({"shift": cfg.shift_task, "a": seed_eval.key, "b": st.key})
+            stages.append(Stage("shift", key, f"shift {st.label[5:]}", {"task": cfg.shift_task,
+                                "seed_eval": seed_eval.key, "eval": st.key}, [seed_eval.key, st.key], st.meta))
+    return stages
+
+
+def _eval_tasks(cfg: ExperimentConfig) -> tuple[str, ...]:
+    t = cfg.eval.get("tasks", EvalConfig.__dataclass_fields__["tasks"].default)
+    return tuple(t.split(",")) if isinstance(t, str) else tuple(t)
+
+
+def run_stage(stage: Stage, root: Path, by_key: dict[str, Stage], log: Callable[[str], None],
+              progress: bool) -> None:
+    from dataclasses import replace
+
+    folder = stage.folder(root)
+    if stage.kind == "distill":
+        from .distill import distill
+
+        distill(stage.config, progress=progress, log=log)
+    elif stage.kind == "train":
+        from .train import train
+
+        resume = (folder / "checkpoints").exists()
+        train(replace(stage.config, resume=resume, overwrite=resume), log=log)
+    elif stage.kind == "eval":
+        from .evaluate import evaluate
+
+        evaluate(stage.config, progress=progress, log=log)
+    elif stage.kind == "shift":
+        from .shift import shift_report
+
+        a = by_key[stage.config["seed_eval"]].folder(root)
+        b = by_key[stage.config["eval"]].folder(root)
+        shift_report(a, b, task=stage.config["task"], out=folder)
+
+
+def run_experiment(cfg: ExperimentConfig, *, dry_run: bool = False, progress: bool = True,
+                   log: Callable[[str], None] = print) -> Path:
+    root = Path(cfg.out)
+    stages = plan(cfg)
+    by_key = {s.key: s for s in stages}
+    for i, st in enumerate(stages, 1):
+        log(f"[{i}/{len(stages)}] {st.kind:7s} {st.label:45s} {'cached' if st.done(root) else 'pending'}  "
+            f"{st.folder(root)}")
+    if dry_run:
+        return root
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(root / "experiment.json", {"config": to_dict(cfg), "stages": [
+        {"kind": s.kind, "key": s.key, "label": s.label, "deps": s.deps, "meta": s.meta,
+         "folder": str(s.folder(root))} for s in stages]})
+    t_all = time.perf_counter()
+    ran = cached = 0
+    for i, st in enumerate(stages, 1):
+        if st.done(root):
+            cached += 1
+            continue
+        log(f"[{i}/{len(stages)}] running {st.kind}: {st.label}")
+        t0 = time.perf_counter()
+        st.folder(root).mkdir(parents=True, exist_ok=True)
+        run_stage(st, root, by_key, log, progress)
+        atomic_write_json(st.folder(root) / DONE, {"kind": st.kind, "key": st.key, "label": st.label,
+                                                   "meta": st.meta, "seconds": round(time.perf_counter() - t0, 1)})
+        ran += 1
+    from .report import write_report
+
+    report = write_report(root)
+    log(f"{ran} stage(s) ran, {cached} cached, {time.perf_counter() - t_all:.0f}s. Report: {report}")
+    return report
+
+
+def stage_seconds(root: Path) -> dict[str, float]:
+    out = {}
+    for p in (root / "stages").glob(f"*/{DONE}"):
+        d = read_json(p)
+        out[d["label"]] = d["seconds"]
+    return out

@@ -1,0 +1,358 @@
+"""``sdft report RUN``: tables and plots of an experiment, as markdown and a self-contained HTML page.
+
+The report is built from what the stages wrote (results.json, samples.jsonl, manifests, shift.json); nothing is
+recomputed except statistics. Scores are shown with 95% Wilson intervals; with several seeds, mean ± sd over
+seeds; vanilla vs SDFT is compared per item with an exact McNemar test on the same prompts.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from .store import atomic_write_text, read_json
+
+Block = tuple  # ("h1"|"h2"|"p"|"ul"|"table"|"img", ...)
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant counts b (only A right) and c (only B right).
+
+    >>> round(mcnemar_exact(0, 6), 4)
+    0.0312
+    >>> mcnemar_exact(3, 3)
+    1.0
+    """
+    n = b + c
+    if n == 0:
+        return 1.0
+    k = min(b, c)
+    p = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    return min(1.0, 2 * p)
+
+
+def _samples(folder: Path, task: str) -> dict[int, bool]:
+    p = folder / task / "samples.jsonl"
+    if not p.exists():
+        return {}
+    return {r["index"]: bool(r["correct"]) for r in map(json.loads, p.read_text().splitlines()) if r}
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def collect(root: Path) -> dict[str, Any]:
+    exp = read_json(root / "experiment.json")
+    stages = exp["stages"]
+    evals, trains, distills, shifts = [], [], [], []
+    for s in stages:
+        folder = Path(s["folder"])
+        if not (folder / "STAGE.json").exists():
+            continue
+        info = {**s, "seconds": read_json(folder / "STAGE.json").get("seconds")}
+        if s["kind"] == "eval" and (folder / "results.json").exists():
+            info["results"] = {r["task"]: r for r in read_json(folder / "results.json")}
+            evals.append(info)
+        elif s["kind"] == "train" and (folder / "manifest.json").exists():
+            info["manifest"] = read_json(folder / "manifest.json")
+            trains.append(info)
+        elif s["kind"] == "distill" and (folder / "manifest.json").exists():
+            info["manifest"] = read_json(folder / "manifest.json")
+            distills.append(info)
+        elif s["kind"] == "shift" and (folder / "shift.json").exists():
+            info["shift"] = read_json(folder / "shift.json")
+            shifts.append(info)
+    return {"config": exp["config"], "evals": evals, "trains": trains, "distills": distills, "shifts": shifts,
+            "stages": stages}
+
+
+def _group_key(meta: dict) -> tuple:
+    return (meta.get("num_samples"), meta.get("template"))
+
+
+def score_table(data: dict) -> tuple[list[str], list[list[str]], list[str]]:
+    tasks = sorted({t for e in data["evals"] for t in e["results"]})
+    by_arm: dict[tuple, list[dict]] = defaultdict(list)
+    for e in data["evals"]:
+        m = e["meta"]
+        by_arm[(m.get("arm"), _group_key(m))].append(e)
+    header = ["arm", "n train", "template", "seeds"] + tasks
+    rows = []
+    for (arm, (n, tmpl)), runs in sorted(by_arm.items(), key=lambda kv: (kv[0][0] != "seed", str(kv[0]))):
+        row = [arm, str(n or "all"), tmpl or "default", str(len(runs))]
+        for t in tasks:
+            rs = [r["results"][t] for r in runs if t in r["results"]]
+            if not rs:
+                row.append("—")
+            elif len(rs) == 1:
+                r = rs[0]
+                row.append(f"{_pct(r['score'])} [{_pct(r['ci95'][0])}, {_pct(r['ci95'][1])}] (n={r['n']})")
+            else:
+                vals = [100 * r["score"] for r in rs]
+                row.append(f"{statistics.mean(vals):.1f} ± {statistics.stdev(vals):.1f} (n={rs[0]['n']}×{len(rs)})")
+        rows.append(row)
+    return header, rows, tasks
+
+
+def comparison_table(data: dict, a: str = "vanilla", b: str = "sdft") -> tuple[list[str], list[list[str]]]:
+    """Per task and seed: a → b (Δ) with the exact McNemar p-value on the same items, and the seed model."""
+    seed_runs = [e for e in data["evals"] if e["meta"].get("arm") == "seed"]
+    pairs: dict[tuple, dict[str, dict]] = defaultdict(dict)
+    for e in data["evals"]:
+        m = e["meta"]
+        if m.get("arm") in (a, b):
+            pairs[(m.get("seed"), _group_key(m))][m["arm"]] = e
+    header = ["task", "seed", "n train", "seed model", f"{a} → {b} (Δ)", "items only vanilla / only SDFT right",
+              "McNemar p"]
+    rows = []
+    for (seed, (n, _tmpl)), arms in sorted(pairs.items(), key=lambda kv: str(kv[0])):
+        if a not in arms or b not in arms:
+            continue
+        for t in sorted(arms[a]["results"]):
+            if t not in arms[b]["results"]:
+                continue
+            ra, rb = arms[a]["results"][t], arms[b]["results"][t]
+            sa, sb = _samples(Path(arms[a]["folder"]), t), _samples(Path(arms[b]["folder"]), t)
+            common = sorted(set(sa) & set(sb))
+            only_a = sum(sa[i] and not sb[i] for i in common)
+            only_b = sum(sb[i] and not sa[i] for i in common)
+            base = seed_runs[0]["results"].get(t) if seed_runs else None
+            rows.append([t, str(seed), str(n or "all"), _pct(base["score"]) if base else "—",
+                         f"{_pct(ra['score'])} → {_pct(rb['score'])} ({100 * (rb['score'] - ra['score']):+.1f})",
+                         f"{only_a} / {only_b}", f"{mcnemar_exact(only_a, only_b):.3g}"])
+    return header, rows
+
+
+def _plot(path: Path, series: dict[str, list[tuple[float, float]]], xlabel: str, ylabel: str, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for name, pts in sorted(series.items()):
+        pts = sorted(pts)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def sweep_plots(data: dict, figdir: Path) -> list[Path]:
+    out = []
+    tasks = sorted({t for e in data["evals"] for t in e["results"]})
+    for t in tasks:
+        by_n: dict[str, list] = defaultdict(list)
+        by_mix: dict[str, list] = defaultdict(list)
+        for e in data["evals"]:
+            m, r = e["meta"], e["results"].get(t)
+            if r is None or m.get("arm") == "seed":
+                continue
+            if m.get("num_samples"):
+                by_n[m["arm"]].append((m["num_samples"], 100 * r["score"]))
+            if m.get("arm", "").startswith("sdft"):
+                mix = m.get("mix_ratio")
+                by_mix["sdft"].append((1.0 if mix is None else mix, 100 * r["score"]))
+            if m.get("arm") == "vanilla":
+                by_mix["sdft"].append((0.0, 100 * r["score"]))
+        if any(len(v) > 1 for v in by_n.values()):
+            out.append(_plot(figdir / f"size-{t}.png", by_n, "training rows", f"{t} score (%)",
+                             f"{t} vs training-set size (Figs. 5-6)"))
+        if len({x for x, _ in by_mix.get("sdft", [])}) > 2:
+            out.append(_plot(figdir / f"mix-{t}.png", by_mix, "share of distilled targets", f"{t} score (%)",
+                             f"{t} vs mix ratio (Figs. 7-8)"))
+    return out
+
+
+def shift_section(data: dict, figdir: Path) -> list[Block]:
+    if not data["shifts"]:
+        return []
+    blocks: list[Block] = [("h2", "Drift from the seed model's answers (paper §5, Fig. 9)")]
+    header = ["arm", "seed", "n train", "task", "n", "embedding cosine", "BLEU-4", "ROUGE-L", "LoRA distance"]
+    rows, per_arm = [], defaultdict(dict)
+    for s in data["shifts"]:
+        sh, m = s["shift"], s["meta"]
+        summ = sh.get("summary", {})
+        dist = "—"
+        adapter_stage = next((t for t in data["trains"] if t["meta"] == m), None)
+        if adapter_stage:
+            try:
+                from .shift import lora_distance
+
+                dist = f"{lora_distance(Path(adapter_stage['folder']))['total']:.4f}"
+            except Exception:  # a full fine-tune or a missing adapter: not shown
+                dist = "—"
+
+        def fmt(k: str) -> str:
+            v = summ.get(k, {})
+            return f"{v.get('mean', float('nan')):.3f} ± {v.get('sd', float('nan')):.3f}" if v else "—"
+
+        rows.append([m.get("arm"), str(m.get("seed")), str(m.get("num_samples") or "all"), sh.get("task", ""),
+                     str(summ.get("n", sh.get("n", ""))), fmt("cosine"), fmt("bleu4"), fmt("rougeL")] + [dist])
+        for metric in ("cosine", "bleu4", "rougeL"):
+            vals = sh.get("per_sample", {}).get(metric)
+            if vals:
+                per_arm[metric][f"{m.get('arm')} (seed {m.get('seed')})"] = vals
+    blocks.append(("table", header, rows))
+    try:
+        from .shift import histogram
+
+        for metric, series in per_arm.items():
+            p = figdir / f"shift-{metric}.png"
+            histogram(series, p, f"per-sample {metric} to the seed model's answers")
+            blocks.append(("img", p, f"Fig. 9 style: {metric}, means marked"))
+    except ImportError:
+        pass
+    return blocks
+
+
+def write_report(root: str | Path) -> Path:
+    root = Path(root)
+    data = collect(root)
+    figdir = root / "report"
+    figdir.mkdir(parents=True, exist_ok=True)
+    cfg = data["config"]
+    blocks: list[Block] = [("h1", f"SDFT experiment: {cfg['name']}"),
+                           ("p", f"Seed model `{cfg['model']}`, data `{cfg['data']}` (task {cfg['task']}), "
+                                 f"methods {', '.join(cfg['methods'])}, seeds {cfg['seeds']}. Scores in %, with 95% "
+                                 "Wilson intervals [lo, hi] and the number of evaluated items.")]
+    header, rows, tasks = score_table(data)
+    blocks += [("h2", "Scores by arm (paper Tables 1-2 layout)"), ("table", header, rows)]
+    ch, cr = comparison_table(data)
+    if cr:
+        blocks += [("h2", "Vanilla → SDFT, paired on the same items"),
+                   ("p", "Δ in points; McNemar's exact test on items where exactly one arm is right. p ≥ 0.05 means "
+                         "the difference is not distinguishable from noise at this n."), ("table", ch, cr)]
+    for p in sweep_plots(data, figdir):
+        blocks.append(("img", p, p.stem))
+    blocks += shift_section(data, figdir)
+    if data["distills"]:
+        dh = ["distillation", "rows", "accepted", "rejections by reason", "generated tok/s"]
+        dr = []
+        for d in data["distills"]:
+            c = d["manifest"]["counts"]
+            reasons = ", ".join(f"{k} {v}" for k, v in c["by_reason"].items() if k != "accepted")
+            dr.append([d["label"], str(c["rows"]), f"{100 * c['acceptance_rate']:.1f}%", reasons or "—",
+                       str(d["manifest"].get("this_session", {}).get("tokens_per_s") or "—")])
+        blocks += [("h2", "Distillation"), ("table", dh, dr)]
+        blocks += examples(data)
+    if data["trains"]:
+        th = ["training run", "rows", "targets rewritten", "target tokens", "steps", "loss first → last", "tok/s"]
+        tr = []
+        for t in data["trains"]:
+            m = t["manifest"]
+            tr.append([t["label"], str(m["targets"]["rows"]), f"{100 * m['targets']['share_changed']:.1f}%",
+                       str(m["tokens"]["target_tokens"]), str(m["steps"]),
+                       f"{m['loss_first'] or 0:.3f} → {m['loss_last'] or 0:.3f}", str(m["train_tokens_per_s"])])
+        blocks += [("h2", "Training (equal budgets per arm)"), ("table", th, tr)]
+    blocks += provenance(data)
+    blocks += [("h2", "Not measured here"), ("ul", not_measured(tasks))]
+    md = render_markdown(blocks, root)
+    atomic_write_text(root / "report.md", md)
+    atomic_write_text(root / "report.html", render_html(blocks, cfg["name"]))
+    return root / "report.html"
+
+
+def examples(data: dict, k: int = 3) -> list[Block]:
+    d = data["distills"][0]
+    rows_path = Path(d["folder"]) / "rows.jsonl"
+    if not rows_path.exists():
+        return []
+    rows = [r for r in map(json.loads, rows_path.read_text().splitlines()) if r.get("accepted")][:k]
+    if not rows:
+        return []
+    return [("h3", "Original vs distilled (accepted rewrites)"),
+            ("table", ["instruction", "original", "distilled"],
+             [[_short(r["instruction"]), _short(r["original"]), _short(r["output"])] for r in rows])]
+
+
+def _short(s: str, n: int = 300) -> str:
+    s = " ".join(s.split())
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def provenance(data: dict) -> list[Block]:
+    items = []
+    for d in data["distills"][:1]:
+        m = d["manifest"]
+        items.append(f"data: `{m['input']['path']}` sha256 {m['input']['sha256'][:16]}…")
+        items.append("versions: " + ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items()))
+        items.append(f"distillation prompt format: {m['prompt_format']}, template {m['template']['name']}, "
+                     f"decoding {m['decoding']}")
+    for e in data["evals"][:1]:
+        r = next(iter(e["results"].values()))
+        items.append(f"evaluation: backend {r.get('backend')}, prompt format {r.get('prompt_format')}, "
+                     f"decoding temperature {r.get('decoding', {}).get('temperature')}")
+    secs = [(s["label"], s["seconds"]) for s in data["evals"] + data["trains"] + data["distills"] + data["shifts"]]
+    items.append("wall time per stage: " + "; ".join(f"{l} {s:.0f}s" for l, s in secs if s is not None))
+    items.append("config: " + json.dumps(data["config"], default=str))
+    return [("h2", "Provenance"), ("ul", items)]
+
+
+def not_measured(tasks: list[str]) -> list[str]:
+    out = []
+    if "alpacaeval" not in tasks:
+        out.append("helpfulness (AlpacaEval win rate): not in this run's eval tasks")
+    out.append("knowledge benchmarks (MMLU, TruthfulQA, ARC, HellaSwag, Winogrande): not in this run")
+    for t in ("gsm8k", "advbench", "advbench-jailbreak", "humaneval", "openfunctions", "multiarith"):
+        if t not in tasks:
+            out.append(f"{t}: not evaluated in this run")
+    return out
+
+
+def render_markdown(blocks: list[Block], root: Path) -> str:
+    out = []
+    for b in blocks:
+        kind = b[0]
+        if kind in ("h1", "h2", "h3"):
+            out.append("#" * int(kind[1]) + " " + b[1] + "\n")
+        elif kind == "p":
+            out.append(b[1] + "\n")
+        elif kind == "ul":
+            out.append("\n".join(f"- {i}" for i in b[1]) + "\n")
+        elif kind == "table":
+            header, rows = b[1], b[2]
+            esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
+            out.append("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n"
+                       + "".join("| " + " | ".join(esc(c) for c in r) + " |\n" for r in rows))
+        elif kind == "img":
+            out.append(f"![{b[2]}]({Path(b[1]).relative_to(root)})\n")
+    return "\n".join(out)
+
+
+def render_html(blocks: list[Block], title: str) -> str:
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
+             "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+             "table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px;"
+             "vertical-align:top}th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee}"
+             "</style></head><body>"]
+    for b in blocks:
+        kind = b[0]
+        if kind in ("h1", "h2", "h3"):
+            parts.append(f"<{kind}>{html.escape(b[1])}</{kind}>")
+        elif kind == "p":
+            parts.append(f"<p>{html.escape(b[1])}</p>")
+        elif kind == "ul":
+            parts.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in b[1]) + "</ul>")
+        elif kind == "table":
+            parts.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in b[1]) + "</tr>"
+                         + "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>"
+                                   for r in b[2]) + "</table>")
+        elif kind == "img":
+            data = base64.b64encode(Path(b[1]).read_bytes()).decode()
+            parts.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(b[2])}'>"
+                         f"<figcaption>{html.escape(b[2])}</figcaption></figure>")
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,78 @@
+"""`sdft experiment` on the tiny model: the DAG runs, caches, re-runs only what a changed knob touches, and
+writes a report (markdown + self-contained HTML)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sdft.config import ConfigError
+from sdft.experiment import load_experiment, plan, run_experiment
+from sdft.report import mcnemar_exact
+
+
+def write_cfg(tmp_path, tiny_model_dir, **extra):
+    data = tmp_path / "gsm.json"
+    data.write_text(json.dumps([{"question": f"What is {i} plus {i}?", "answer": f"{i}+{i}={2 * i}\nThe answer is {2 * i}."}
+                                for i in range(1, 9)]))
+    cfg = {"name": "tiny", "out": str(tmp_path / "exp"), "model": str(tiny_model_dir), "data": str(data),
+           "task": "gsm8k", "methods": ["seed", "vanilla", "sdft"], "seeds": [1],
+           "distill": {"max_new_tokens": 4, "decoding": "greedy", "backend": "hf"},
+           "train": {"max_steps": 2, "per_device_batch_size": 2, "gradient_accumulation_steps": 1},
+           "eval": {"tasks": ["gsm8k", "advbench"], "limit": 3, "backend": "hf", "max_new_tokens": 4},
+           "shift_task": None, **extra}
+    p = tmp_path / "exp.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+def test_experiment_runs_caches_and_reruns_only_what_changed(tmp_path, tiny_model_dir):
+    p = write_cfg(tmp_path, tiny_model_dir)
+    cfg = load_experiment(p)
+    stages = plan(cfg)
+    assert [s.kind for s in stages] == ["eval", "distill", "train", "eval", "train", "eval"]
+    logs = []
+    report = run_experiment(cfg, progress=False, log=logs.append)
+    assert report.exists() and (report.parent / "report.md").exists()
+    html = report.read_text()
+    assert "<table>" in html and "Scores by arm" in html
+    md = (report.parent / "report.md").read_text()
+    assert "vanilla → sdft" in md and "McNemar" in md
+    assert all(s.done(Path(cfg.out)) for s in stages)
+    logs.clear()
+    run_experiment(cfg, progress=False, log=logs.append)
+    assert "0 stage(s) ran, 6 cached" in logs[-1]
+    # changing an eval knob re-runs the three evals only
+    p2 = write_cfg(tmp_path, tiny_model_dir, eval={"tasks": ["gsm8k", "advbench"], "limit": 4, "backend": "hf",
+                                                   "max_new_tokens": 4})
+    logs.clear()
+    run_experiment(load_experiment(p2), progress=False, log=logs.append)
+    assert "3 stage(s) ran, 3 cached" in logs[-1]
+    # dry run prints the plan with cached/pending
+    logs.clear()
+    run_experiment(load_experiment(p2), dry_run=True, log=logs.append)
+    assert all("cached" in l for l in logs)
+
+
+def test_unknown_keys_fail_with_the_section(tmp_path, tiny_model_dir):
+    p = write_cfg(tmp_path, tiny_model_dir, train={"learning_rat": 1})
+    with pytest.raises(ConfigError, match=r"\[train\].*learning_rat"):
+        load_experiment(p)
+    p = write_cfg(tmp_path, tiny_model_dir, methods=["seed", "nope"])
+    with pytest.raises(ConfigError, match="nope"):
+        load_experiment(p)
+
+
+def test_sweeps_expand_and_nest(tmp_path, tiny_model_dir):
+    cfg = load_experiment(write_cfg(tmp_path, tiny_model_dir, num_samples=[2, 4], mix_ratios=[0.5], seeds=[1, 2]))
+    st = plan(cfg)
+    assert sum(s.kind == "distill" for s in st) == 2  # one per seed
+    assert sum(s.kind == "train" for s in st) == 2 * 2 * 3  # seeds × sizes × (vanilla, sdft, sdft-mix0.5)
+    assert len({s.key for s in st}) == len(st)
+
+
+def test_mcnemar():
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(10, 0) < 0.01
+    assert mcnemar_exact(2, 3) == pytest.approx(1.0)
