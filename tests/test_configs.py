@@ -11,7 +11,19 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("**/*.ya
 SECTIONS = {"distill": DistillConfig, "train": TrainConfig}
 
 
-@pytest.mark.parametrize("path", [p for p in CONFIGS if "accelerate" not in p.parts], ids=lambda p: p.name)
+EXPERIMENTS = [p for p in CONFIGS if p.name.startswith("demo")]
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
+def test_experiment_configs_load_and_plan(path):
+    from sdft.experiment import load_experiment, plan
+
+    stages = plan(load_experiment(path))
+    assert {s.kind for s in stages} >= {"distill", "train", "eval"}
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if "accelerate" not in p.parts and p not in EXPERIMENTS],
+                         ids=lambda p: p.name)
 def test_shipped_configs_load(path):
     doc = yaml.safe_load(path.read_text())
     assert set(doc) <= set(SECTIONS)

@@ -177,3 +177,26 @@ def test_killed_subprocess_resumes_with_every_row_once(tmp_path, tiny_model_dir)
     idx = [json.loads(l)["index"] for l in rows_file.read_text().splitlines()]
     assert sorted(idx) == list(range(40))  # every row exactly once
     assert len(json.loads((out / "distilled.json").read_text())) == 40
+
+
+def test_shards_cover_every_row_once_and_merge(tmp_path, tokenizer):
+    from sdft.distill import merge_shards
+
+    data = gsm_file(tmp_path)
+    outs = []
+    for i in range(3):
+        out = tmp_path / f"s{i}"
+        distill(DistillConfig(data=str(data), out=str(out), task="gsm8k", shard=f"{i}/3"),
+                backend=Scripted([("so 7", "stop")] * 9), tokenizer=tokenizer, progress=False)
+        outs.append(out)
+    res = merge_shards(outs, tmp_path / "merged")
+    idx = [json.loads(l)["index"] for l in (tmp_path / "merged" / "rows.jsonl").read_text().splitlines()]
+    assert idx == [0, 1, 2, 3] and res.summary["rows"] == 4
+    assert len(json.loads((tmp_path / "merged" / "distilled.json").read_text())) == 4
+    with pytest.raises(ValueError, match="overlapping"):
+        merge_shards([outs[0], outs[0]], tmp_path / "bad")
+    other = tmp_path / "other"
+    distill(DistillConfig(data=str(data), out=str(other), task="gsm8k", shard="1/3", template="refer"),
+            backend=Scripted([("so 7", "stop")] * 9), tokenizer=tokenizer, progress=False)
+    with pytest.raises(ValueError, match="different config"):
+        merge_shards([outs[0], other], tmp_path / "bad2")

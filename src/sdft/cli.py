@@ -90,7 +90,19 @@ def distill(
     _run(go)
 
 
-@app.command(context_settings={"allow_extra_args": False})
+@app.command()
+def merge(
+    out: Path = typer.Argument(..., help="the merged distillation folder"),
+    shards: List[Path] = typer.Argument(..., help="the folders of `sdft distill --shard i/n` runs"),
+    overwrite: bool = typer.Option(False),
+) -> None:
+    """Join the shards of a distillation into one dataset and one manifest."""
+    from .distill import merge_shards
+
+    _print_summary(_run(lambda: merge_shards(shards, out, overwrite)))
+
+
+@app.command()
 def train(
     data: Optional[str] = typer.Option(None, help="a `sdft distill` folder, or Alpaca data (vanilla only)"),
     out: Optional[str] = typer.Option(None, help="output folder"),
@@ -234,8 +246,8 @@ def _print_summary(res) -> None:
     for reason, n in s["by_reason"].items():
         if reason != "accepted":
             t.add_row(f"  rejected: {reason}", str(n))
-    sess = res.manifest["this_session"]
-    if sess["tokens_per_s"]:
+    sess = res.manifest.get("this_session") or {}
+    if sess.get("tokens_per_s"):
         t.add_row("generated tokens/s", f"{sess['tokens_per_s']:.1f} ({sess['generated_tokens']} tokens, "
                                         f"{sess['seconds']:.0f}s this session)")
     t.add_row("training sets", f"{res.out}/distilled.json (SDFT), {res.out}/original.json (vanilla)")
