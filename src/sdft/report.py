@@ -197,12 +197,14 @@ def shift_section(data: dict, figdir: Path) -> list[Block]:
 
         def fmt(k: str) -> str:
             v = summ.get(k, {})
-            return f"{v.get('mean', float('nan')):.3f} ± {v.get('sd', float('nan')):.3f}" if v else "—"
+            if not v:
+                return "—"
+            return f"{v['mean']:.3f}" + (f" ± {v['sd']:.3f}" if v.get("sd") is not None else "")
 
         rows.append([m.get("arm"), str(m.get("seed")), str(m.get("num_samples") or "all"), sh.get("task", ""),
-                     str(summ.get("n", sh.get("n", ""))), fmt("cosine"), fmt("bleu4"), fmt("rougeL")] + [dist])
+                     str(sh.get("pairing", {}).get("n_paired", "")), fmt("cosine"), fmt("bleu4"), fmt("rougeL")] + [dist])
         for metric in ("cosine", "bleu4", "rougeL"):
-            vals = sh.get("per_sample", {}).get(metric)
+            vals = [r[metric] for r in sh.get("per_sample", []) if r.get(metric) is not None]
             if vals:
                 per_arm[metric][f"{m.get('arm')} (seed {m.get('seed')})"] = vals
     blocks.append(("table", header, rows))
