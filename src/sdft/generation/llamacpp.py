@@ -17,14 +17,26 @@ Sampling, matched to :class:`~sdft.generation.hf.HFBackend`:
   temperature before top-k/top-p); ``top_k = 0`` is off in both; ``min_p = 0``, ``typical_p = 1``; DRY, XTC,
   mirostat, top-n-sigma, dynamic temperature, presence/frequency penalties are all off.
 * ``repeat_penalty`` uses HF's formula (divide positive logits, multiply negative ones) over the whole slot
-  context (prompt + generated), as HF does over ``input_ids``.
+  context (prompt + generated), as HF does over ``input_ids``; checked at 1.5: the same greedy text as HF on
+  4 prompts, the prompt's words included in the penalty (one of the 4 splits at a near-tie).
 * seed: request ``i`` gets ``params.seed + i``, so a result depends on its position, not on scheduling.
 
-What is *not* matched: the random streams (the same seed draws different samples than torch); Q4 weights
-(the GGUF) versus de-quantised float weights in HF, so greedy paths agree for a few tokens and may then drift;
-ties at the top-p boundary; HF also penalises its left-padding tokens. Prompt caching is off by default
-(``cache_prompt=False``): a reused KV prefix was computed in a different batch, which could change the last
-bits of the logits and make results depend on which slot served which request.
+Reproducibility: a prompt may be split into micro-batches differently depending on what the other slots are
+doing; with llama.cpp's CPU flash-attention kernel that changed the logits' last bits, and greedy answers to 16
+GSM8K prompts (128 tokens) differed between two identical runs at ``parallel=8`` (12/16 equal) and between
+``parallel`` 1 and 8 (7/16). With flash attention off (the default here, ``flash_attn=False``) all 16 were equal
+across runs and across ``parallel`` 1/8, for ~15-20% lower throughput.
+
+Threads default to all cores. llama.cpp's worker threads spin at their barriers, so when another process is
+busy on the same cores generation can slow down by orders of magnitude (seen once: 0.3 tok/s instead of ~90 on
+2 shared cores); on a shared machine pass fewer threads (not measured here). Batching over slots helps less on
+a 2-core CPU than on a GPU: decoding is compute-bound there (measured ~1.2-1.4x for 8 slots over 1).
+
+What is *not* matched: the random streams (the same seed draws different samples than torch); the arithmetic
+(llama.cpp multiplies the Q4_1 weights with 8-bit-quantised activations, HF the same weights de-quantised with
+float32 ones: logits differ by up to ~0.2, so greedy paths split where the top two are that close); ties at the
+top-p boundary; HF also penalises its left-padding tokens. Prompt caching is off by default
+(``cache_prompt=False``) so that no result depends on which slot's leftover KV cache served it.
 
 ``finish_reason`` comes from the server's native ``stop_type`` (asked for with ``verbose``): ``eos`` and
 ``word`` (a stop string) -> ``stop``; ``limit`` (``max_tokens`` reached, or the slot context filled up, then
@@ -44,6 +56,7 @@ from typing import Sequence
 
 from .base import Completion, GenerationParams, cut_at_stop
 
+# every sampler and option HF does not have, switched off explicitly (the server's defaults are top_k 40, min_p 0.05)
 _OFF = dict(min_p=0.0, typical_p=1.0, presence_penalty=0.0, frequency_penalty=0.0, dry_multiplier=0.0,
             xtc_probability=0.0, mirostat=0, top_n_sigma=-1.0, dynatemp_range=0.0, n_probs=0, ignore_eos=False)
 
@@ -52,7 +65,8 @@ class LlamaCppBackend:
     name = "llamacpp"
 
     def __init__(self, gguf: str | Path, *, adapter: str | None = None, parallel: int = 8, n_ctx: int | None = None,
-                 threads: int | None = None, cache_prompt: bool = False, verbosity: int = 1, **_):
+                 threads: int | None = None, flash_attn: bool = False, cache_prompt: bool = False, verbosity: int = 1,
+                 **_):
         import xllamacpp
 
         gguf = Path(gguf)
@@ -63,6 +77,8 @@ class LlamaCppBackend:
         p.n_parallel = self.parallel = max(1, int(parallel))
         p.n_ctx = n_ctx or self.parallel * 2048  # total KV cache, split evenly over the slots
         p.cpuparams.n_threads = p.cpuparams_batch.n_threads = threads or os.cpu_count() or 1
+        fa = xllamacpp.llama_flash_attn_type
+        p.flash_attn_type = fa.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else fa.LLAMA_FLASH_ATTN_TYPE_DISABLED
         p.verbosity = verbosity  # 1: errors only (3 logs every slot event)
         p.ui = False
         if adapter:
@@ -118,7 +134,8 @@ class LlamaCppBackend:
         r = self.server.handle_completions(self._request(ids, params, params.seed + i))
         if "error" in r:
             err = r["error"]
-            raise RuntimeError(f"llama.cpp failed on prompt {i}: {err.get('message', err) if isinstance(err, dict) else err}")
+            msg = err.get("message", err) if isinstance(err, dict) else err
+            raise RuntimeError(f"llama.cpp failed on prompt {i}: {msg}")
         choice, native = r["choices"][0], r.get("__verbose", {})
         stop_type = native.get("stop_type")
         if stop_type in ("eos", "word"):
