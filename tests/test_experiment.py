@@ -31,25 +31,25 @@ def test_experiment_runs_caches_and_reruns_only_what_changed(tmp_path, tiny_mode
     p = write_cfg(tmp_path, tiny_model_dir)
     cfg = load_experiment(p)
     stages = plan(cfg)
-    assert [s.kind for s in stages] == ["eval", "distill", "train", "eval", "train", "eval", "shift", "shift"]
+    assert [s.kind for s in stages] == ["eval", "distill", "gap", "train", "eval", "train", "eval", "shift", "shift"]
     logs = []
     report = run_experiment(cfg, progress=False, log=logs.append)
     assert report.exists() and (report.parent / "report.md").exists()
     html = report.read_text()
     assert "<table>" in html and "Scores by arm" in html
     md = (report.parent / "report.md").read_text()
-    assert "vanilla → sdft" in md and "McNemar" in md and "Drift from the seed" in md
+    assert "vanilla → sdft" in md and "McNemar" in md and "Drift from the seed" in md and "Distribution gap" in md
     assert (report.parent / "report" / "shift-cosine.png").exists() and "data:image/png;base64" in html
     assert all(s.done(Path(cfg.out)) for s in stages)
     logs.clear()
     run_experiment(cfg, progress=False, log=logs.append)
-    assert "0 stage(s) ran, 8 cached" in logs[-1]
+    assert "0 stage(s) ran, 9 cached" in logs[-1]
     # changing an eval knob re-runs the three evals only
     p2 = write_cfg(tmp_path, tiny_model_dir, eval={"tasks": ["gsm8k", "advbench"], "limit": 4, "backend": "hf",
                                                    "max_new_tokens": 4})
     logs.clear()
     run_experiment(load_experiment(p2), progress=False, log=logs.append)
-    assert "5 stage(s) ran, 3 cached" in logs[-1]
+    assert "5 stage(s) ran, 4 cached" in logs[-1]
     # dry run prints the plan with cached/pending
     logs.clear()
     run_experiment(load_experiment(p2), dry_run=True, log=logs.append)

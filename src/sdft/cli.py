@@ -91,6 +91,21 @@ def distill(
 
 
 @app.command()
+def gap(
+    distillation: Path = typer.Argument(..., help="a `sdft distill` folder"),
+    model: Optional[str] = typer.Option(None, help="default: the distillation's seed model"),
+    out: Optional[Path] = typer.Option(None, help="folder for gap.json (default: the distillation folder)"),
+    limit: Optional[int] = typer.Option(None),
+    batch_size: int = typer.Option(4),
+) -> None:
+    """Seed-model NLL/perplexity of the original vs the distilled responses (the distribution gap)."""
+    from .gap import measure_gap
+
+    _run(lambda: measure_gap(distillation, model=model, out=out or distillation, limit=limit,
+                             batch_size=batch_size, log=lambda m: console.print(m, highlight=False)))
+
+
+@app.command()
 def merge(
     out: Path = typer.Argument(..., help="the merged distillation folder"),
     shards: List[Path] = typer.Argument(..., help="the folders of `sdft distill --shard i/n` runs"),

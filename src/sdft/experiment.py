@@ -42,12 +42,13 @@ class ExperimentConfig:
     train: dict = field(default_factory=dict)  # TrainConfig keys
     eval: dict = field(default_factory=dict)  # EvalConfig keys (tasks, limit, backend, ...)
     shift_task: str | None = "advbench"  # per-sample drift from the seed's answers on this eval task (Fig. 9)
+    gap: bool = True  # seed-model NLL of original vs distilled targets (`sdft gap`)
     cache_dir: str | None = None
 
 
 @dataclass
 class Stage:
-    kind: str  # distill | train | eval | shift
+    kind: str  # distill | gap | train | eval | shift
     key: str  # hash of everything it depends on
     label: str  # human-readable
     config: Any  # the stage's config dataclass (or a dict for shift)
@@ -121,6 +122,9 @@ def plan(cfg: ExperimentConfig) -> list[Stage]:
                          None, [], {"seed": seed, "template": template})
             dist.config = build(DistillConfig, {**d, "out": str(dist.folder(root))}, "distill")
             stages.append(dist)
+            if cfg.gap:
+                stages.append(Stage("gap", _hash({"gap": dkey}), f"gap seed={seed}" + (f" template={template}" if template else ""),
+                                    {"distill": dkey}, [dkey], {"seed": seed, "template": template}))
             sizes = cfg.num_samples or (None,)
             arms: list[tuple[str, float | None]] = [(m, None) for m in trained]
             arms += [(f"sdft-mix{r:g}", r) for r in cfg.mix_ratios]
@@ -170,6 +174,10 @@ def run_stage(stage: Stage, root: Path, by_key: dict[str, Stage], log: Callable[
         from .evaluate import evaluate
 
         evaluate(stage.config, progress=progress, log=log)
+    elif stage.kind == "gap":
+        from .gap import measure_gap
+
+        measure_gap(by_key[stage.config["distill"]].folder(root), out=folder, log=log)
     elif stage.kind == "shift":
         from .shift import shift_report
 

@@ -51,7 +51,7 @@ def _pct(x: float) -> str:
 def collect(root: Path) -> dict[str, Any]:
     exp = read_json(root / "experiment.json")
     stages = exp["stages"]
-    evals, trains, distills, shifts = [], [], [], []
+    evals, trains, distills, shifts, gaps = [], [], [], [], []
     for s in stages:
         folder = Path(s["folder"])
         if not (folder / "STAGE.json").exists():
@@ -66,11 +66,14 @@ def collect(root: Path) -> dict[str, Any]:
         elif s["kind"] == "distill" and (folder / "manifest.json").exists():
             info["manifest"] = read_json(folder / "manifest.json")
             distills.append(info)
+        elif s["kind"] == "gap" and (folder / "gap.json").exists():
+            info["gap"] = read_json(folder / "gap.json")
+            gaps.append(info)
         elif s["kind"] == "shift" and (folder / "shift.json").exists():
             info["shift"] = read_json(folder / "shift.json")
             shifts.append(info)
     return {"config": exp["config"], "evals": evals, "trains": trains, "distills": distills, "shifts": shifts,
-            "stages": stages}
+            "gaps": gaps, "stages": stages}
 
 
 def _group_key(meta: dict) -> tuple:
@@ -249,6 +252,7 @@ def write_report(root: str | Path) -> Path:
             dr.append([d["label"], str(c["rows"]), f"{100 * c['acceptance_rate']:.1f}%", reasons or "—",
                        str(d["manifest"].get("this_session", {}).get("tokens_per_s") or "—")])
         blocks += [("h2", "Distillation"), ("table", dh, dr)]
+        blocks += gap_section(data)
         blocks += examples(data)
     if data["trains"]:
         th = ["training run", "rows", "targets rewritten", "target tokens", "steps", "loss first → last", "tok/s"]
@@ -265,6 +269,22 @@ def write_report(root: str | Path) -> Path:
     atomic_write_text(root / "report.md", md)
     atomic_write_text(root / "report.html", render_html(blocks, cfg["name"]))
     return root / "report.html"
+
+
+def gap_section(data: dict) -> list[Block]:
+    if not data["gaps"]:
+        return []
+    head = ["distillation", "rows", "seed NLL/token: original", "distilled", "mean gap", "distilled more likely"]
+    rows = []
+    for g in data["gaps"]:
+        r = g["gap"]
+        rows.append([g["label"], str(r["rows"]), f"{r['original']['mean_nll']:.3f} (ppl {r['original']['perplexity']:.1f})",
+                     f"{r['distilled']['mean_nll']:.3f} (ppl {r['distilled']['perplexity']:.1f})",
+                     f"{r['mean_gap']:+.3f}", f"{100 * r['share_distilled_more_likely']:.0f}%"])
+    return [("h3", "Distribution gap: how likely the seed model finds each arm's targets"),
+            ("p", "Per-token negative log-likelihood under the seed model of the training targets (lower = closer to "
+                  "the model's own distribution). Vanilla trains on the originals, SDFT on the distilled targets."),
+            ("table", head, rows)]
 
 
 def examples(data: dict, k: int = 3) -> list[Block]:
@@ -297,7 +317,8 @@ def provenance(data: dict) -> list[Block]:
         r = next(iter(e["results"].values()))
         items.append(f"evaluation: backend {r.get('backend')}, prompt format {r.get('prompt_format')}, "
                      f"decoding temperature {r.get('decoding', {}).get('temperature')}")
-    secs = [(s["label"], s["seconds"]) for s in data["evals"] + data["trains"] + data["distills"] + data["shifts"]]
+    secs = [(s["label"], s["seconds"]) for s in data["evals"] + data["trains"] + data["distills"] + data["shifts"]
+            + data["gaps"]]
     items.append("wall time per stage: " + "; ".join(f"{l} {s:.0f}s" for l, s in secs if s is not None))
     items.append("config: " + json.dumps(data["config"], default=str))
     return [("h2", "Provenance"), ("ul", items)]
