@@ -200,3 +200,19 @@ def test_shards_cover_every_row_once_and_merge(tmp_path, tokenizer):
             backend=Scripted([("so 7", "stop")] * 9), tokenizer=tokenizer, progress=False)
     with pytest.raises(ValueError, match="different config"):
         merge_shards([outs[0], other], tmp_path / "bad2")
+
+
+def test_best_of_n_keeps_the_first_passing_candidate(tmp_path, tokenizer):
+    data = gsm_file(tmp_path)  # golds: 7, 8, 42, 10
+    replies = [("wrong 1", "stop"), ("so 8", "stop"), ("wrong 3", "stop"), ("wrong 4", "stop"),  # first pass
+               ("so 7", "stop"), ("no", "stop"), ("no", "stop"),  # rows 0, 2, 3 again
+               ("no", "stop"), ("so 10", "stop")]  # rows 2, 3 again
+    be = Scripted(replies)
+    res = distill(DistillConfig(data=str(data), out=str(tmp_path / "b"), task="gsm8k", num_candidates=3),
+                  backend=be, tokenizer=tokenizer, progress=False)
+    rows = {json.loads(l)["index"]: json.loads(l) for l in (tmp_path / "b" / "rows.jsonl").read_text().splitlines()}
+    assert [rows[i]["candidate"] for i in range(4)] == [1, 0, 2, 2]
+    assert [rows[i]["accepted"] for i in range(4)] == [True, True, False, True]
+    assert rows[0]["output"] == "so 7" and len(rows[2]["candidates"]) == 3
+    assert res.summary["acceptance_at_k"] == {1: 0.25, 2: 0.5, 3: 0.75}
+    assert len(be.prompts) == 9

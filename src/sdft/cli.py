@@ -65,6 +65,7 @@ def distill(
     check: Optional[List[str]] = typer.Option(None, help="extra check: regex:PATTERN or module:function"),
     clean: Optional[str] = typer.Option(None, help="strip (paper) | chatter"),
     allow_empty: Optional[bool] = typer.Option(None, help="accept empty rewrites (the release does)"),
+    num_candidates: Optional[int] = typer.Option(None, help="best-of-n: up to n samples per row, keep the first passing"),
     batch_size: Optional[int] = typer.Option(None),
     chunk_size: Optional[int] = typer.Option(None, help="rows per generate call (unit of progress and resume)"),
     cache_dir: Optional[str] = typer.Option(None, help="model cache folder"),
@@ -79,7 +80,7 @@ def distill(
                      model=model, teacher=teacher, backend=backend, template=template, prompt_format=prompt_format,
                      layout=layout, decoding=decoding, max_new_tokens=max_new_tokens, seed=seed, subset=subset,
                      paper_cut=paper_cut, limit=limit, shard=shard, checks=tuple(check) if check else None,
-                     clean=clean, allow_empty=allow_empty, batch_size=batch_size, chunk_size=chunk_size, cache_dir=cache_dir,
+                     clean=clean, allow_empty=allow_empty, num_candidates=num_candidates, batch_size=batch_size, chunk_size=chunk_size, cache_dir=cache_dir,
                      overwrite=overwrite or None)
 
     def go():

@@ -118,6 +118,7 @@ class DistillConfig:
     checks: tuple[str, ...] = ()  # extra checks: regex:PATTERN or module:function
     clean: str = "strip"  # strip (paper) | chatter (also drop echoed headers and "Sure! Here is ...")
     allow_empty: bool = False  # the release accepts an empty rewrite; by default it is rejected
+    num_candidates: int = 1  # best-of-n: sample up to n rewrites per row, keep the first that passes
     batch_size: int = 8  # run-only
     chunk_size: int = 16  # run-only: rows per generate call (the unit of progress and resume)
     cache_dir: str | None = None  # run-only

@@ -123,11 +123,17 @@ def _versions(backend: str) -> dict[str, str]:
     return out
 
 
-def record_for(ex: Example, completion, decision: Decision) -> dict[str, Any]:
+def record_for(ex: Example, completion, decision: Decision, candidates=None) -> dict[str, Any]:
+    """One output row. With best-of-n, ``candidates`` lists every sample tried (the last is the one kept)."""
     rec = {"index": ex.index, "instruction": ex.instruction, "input": ex.input, "output": decision.output,
            "original": ex.output, "distilled": completion.text, "accepted": decision.accepted,
            "reason": decision.reason, "finish_reason": completion.finish_reason,
            "prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens}
+    if candidates is not None:
+        rec["candidates"] = [{"text": c.text, "finish_reason": c.finish_reason, "reason": d.reason}
+                             for c, d in candidates]
+        rec["candidate"] = len(candidates) - 1
+        rec["completion_tokens"] = sum(c.completion_tokens for c, _ in candidates)
     if ex.history:
         rec["history"] = [[t.user, t.assistant] for t in ex.history]
     if ex.system:
@@ -165,10 +171,15 @@ def summarize(records: list[dict]) -> dict[str, Any]:
         by_reason[r["reason"]] = by_reason.get(r["reason"], 0) + 1
     n = len(records)
     acc = sum(r["accepted"] for r in records)
-    return {"rows": n, "accepted": acc, "rejected": n - acc, "acceptance_rate": acc / n if n else 0.0,
+    out = {"rows": n, "accepted": acc, "rejected": n - acc, "acceptance_rate": acc / n if n else 0.0,
             "by_reason": dict(sorted(by_reason.items(), key=lambda kv: -kv[1])),
             "prompt_tokens": sum(r.get("prompt_tokens", 0) for r in records),
             "generated_tokens": sum(r.get("completion_tokens", 0) for r in records)}
+    if any("candidates" in r for r in records):  # best-of-n: acceptance as a function of k
+        k_max = max(len(r.get("candidates", [None])) for r in records)
+        out["acceptance_at_k"] = {k: sum(r["accepted"] and r.get("candidate", 0) < k for r in records) / n
+                                  for k in range(1, k_max + 1)}
+    return out
 
 
 @dataclass
@@ -245,8 +256,22 @@ def distill(cfg: DistillConfig, *, progress: bool = True, backend=None, tokenize
                 for start, comps, secs in generate_in_chunks(backend, prompts, p.decoding, cfg.chunk_size, seeds):
                     gen_seconds += secs
                     chunk = todo[start:start + len(comps)]
-                    new = [record_for(ex, c, decide(c.text, ex.output, c.finish_reason, p.checks, clean, cfg.allow_empty))
-                           for ex, c in zip(chunk, comps)]
+                    cands = [[(c, decide(c.text, ex.output, c.finish_reason, p.checks, clean, cfg.allow_empty))]
+                             for ex, c in zip(chunk, comps)]
+                    for j in range(1, cfg.num_candidates):  # best-of-n: more samples only for rejected rows
+                        retry = [k for k, cs in enumerate(cands) if not cs[-1][1].accepted]
+                        if not retry:
+                            break
+                        t0 = time.perf_counter()
+                        more = backend.generate([prompts[start + k] for k in retry],
+                                                p.decoding.with_seed(cfg.seed + 1_000_003 * j + chunk[retry[0]].index))
+                        gen_seconds += time.perf_counter() - t0
+                        for k, c in zip(retry, more):
+                            cands[k].append((c, decide(c.text, chunk[k].output, c.finish_reason, p.checks, clean,
+                                                       cfg.allow_empty)))
+                    comps = [c for cs in cands for c, _ in cs]
+                    new = [record_for(ex, cs[-1][0], cs[-1][1], cs if cfg.num_candidates > 1 else None)
+                           for ex, cs in zip(chunk, cands)]
                     writer.write(new)
                     records += new
                     tokens = sum(c.completion_tokens for c in comps)
