@@ -35,3 +35,21 @@ def test_distill_gsm8k_on_embedded_model(tmp_path, backend):
         if r["accepted"]:
             assert math_match(r["output"], r["original"])
         assert not r["distilled"].startswith("Great! Let's think step by step.")
+
+
+def test_quick_experiment_end_to_end(tmp_path):
+    """configs/demo-quick.yaml on SmolLM2: distill → gap → train → eval → shift → report, through the CLI."""
+    from pathlib import Path
+
+    cfg = Path(__file__).resolve().parents[1] / "configs" / "demo-quick.yaml"
+    out = tmp_path / "quick"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, "-m", "sdft", "experiment", str(cfg), "--out", str(out), "--no-progress"],
+                       capture_output=True, text=True, env=env, timeout=2400)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"report: {out / 'report.html'}" in r.stdout
+    md = (out / "report.md").read_text()
+    for section in ("Scores by arm", "Vanilla → SDFT", "Drift from the seed", "Distribution gap", "Training"):
+        assert section in md
+    stages = json.loads((out / "experiment.json").read_text())["stages"]
+    assert all((Path(s["folder"]) / "STAGE.json").exists() for s in stages)

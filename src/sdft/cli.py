@@ -68,6 +68,7 @@ def distill(
     num_candidates: Optional[int] = typer.Option(None, help="best-of-n: up to n samples per row, keep the first passing"),
     batch_size: Optional[int] = typer.Option(None),
     chunk_size: Optional[int] = typer.Option(None, help="rows per generate call (unit of progress and resume)"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for generation (default: all cores)"),
     cache_dir: Optional[str] = typer.Option(None, help="model cache folder"),
     overwrite: bool = typer.Option(False, help="replace a run made with a different config"),
     no_progress: bool = typer.Option(False, help="no progress bar"),
@@ -80,7 +81,7 @@ def distill(
                      model=model, teacher=teacher, backend=backend, template=template, prompt_format=prompt_format,
                      layout=layout, decoding=decoding, max_new_tokens=max_new_tokens, seed=seed, subset=subset,
                      paper_cut=paper_cut, limit=limit, shard=shard, checks=tuple(check) if check else None,
-                     clean=clean, allow_empty=allow_empty, num_candidates=num_candidates, batch_size=batch_size, chunk_size=chunk_size, cache_dir=cache_dir,
+                     clean=clean, allow_empty=allow_empty, num_candidates=num_candidates, batch_size=batch_size, chunk_size=chunk_size, threads=threads, cache_dir=cache_dir,
                      overwrite=overwrite or None)
 
     def go():
@@ -184,6 +185,7 @@ def eval_(
     limit: Optional[int] = typer.Option(None, help="first N samples per task"),
     batch_size: Optional[int] = typer.Option(None),
     workers: Optional[int] = typer.Option(None, help="parallel sandboxes for code tasks"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for generation (default: all cores)"),
     shift_vs: Optional[str] = typer.Option(None, help="another eval folder: BLEU-4, ROUGE-L, embedding similarity"),
     cache_dir: Optional[str] = typer.Option(None),
     overwrite: bool = typer.Option(False),
@@ -195,7 +197,7 @@ def eval_(
 
     overrides = dict(out=out, tasks=tasks, model=model, adapter=adapter, backend=backend, prompt_format=prompt_format,
                      layout=layout, decoding=decoding, max_new_tokens=max_new_tokens, seed=seed, limit=limit,
-                     batch_size=batch_size, workers=workers, cache_dir=cache_dir, overwrite=overwrite or None)
+                     batch_size=batch_size, workers=workers, threads=threads, cache_dir=cache_dir, overwrite=overwrite or None)
 
     def go():
         cfg = cfgmod.load(cfgmod.EvalConfig, config, overrides, section="eval" if config else None)

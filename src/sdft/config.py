@@ -121,12 +121,13 @@ class DistillConfig:
     num_candidates: int = 1  # best-of-n: sample up to n rewrites per row, keep the first that passes
     batch_size: int = 8  # run-only
     chunk_size: int = 16  # run-only: rows per generate call (the unit of progress and resume)
+    threads: int | None = None  # run-only: CPU threads for generation (default: all cores)
     cache_dir: str | None = None  # run-only
     trust_remote_code: bool = False
     overwrite: bool = False  # run-only
 
 
-RUN_ONLY = {"limit", "batch_size", "chunk_size", "cache_dir", "overwrite", "out", "workers", "tasks"}
+RUN_ONLY = {"limit", "batch_size", "chunk_size", "cache_dir", "overwrite", "out", "workers", "tasks", "threads"}
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -201,6 +202,7 @@ class EvalConfig:
     batch_size: int = 8  # run-only
     chunk_size: int = 16  # run-only
     workers: int | None = None  # run-only: parallel sandboxes for code tasks
+    threads: int | None = None  # run-only: CPU threads for generation (default: all cores)
     cache_dir: str | None = None  # run-only
     trust_remote_code: bool = False
     overwrite: bool = False  # run-only

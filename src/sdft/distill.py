@@ -243,7 +243,7 @@ def distill(cfg: DistillConfig, *, progress: bool = True, backend=None, tokenize
         if backend is None:
             assert gen_model is not None
             backend = make_backend(pick_backend(cfg.backend, gen_model), gen_model, batch_size=cfg.batch_size, tokenizer=tokenizer,
-                                   trust_remote_code=cfg.trust_remote_code)
+                                   trust_remote_code=cfg.trust_remote_code, threads=cfg.threads)
         from .progress import DistillProgress
 
         bar = DistillProgress(len(p.indices), len(done), sum(r["accepted"] for r in done), enabled=progress)

@@ -60,7 +60,8 @@ def evaluate(cfg: EvalConfig, *, progress: bool = True, backend=None, tokenizer=
             if todo:
                 if backend is None:
                     backend = make_backend(backend_name, model, adapter=cfg.adapter, batch_size=cfg.batch_size,
-                                           tokenizer=tokenizer, trust_remote_code=cfg.trust_remote_code)
+                                           tokenizer=tokenizer, trust_remote_code=cfg.trust_remote_code,
+                                           threads=cfg.threads)
                 prompts = [task.prompt(s, prompt_format=fmt, tokenizer=tokenizer, layout=cfg.layout) for s in todo]
                 from .progress import simple_progress
 

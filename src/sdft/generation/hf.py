@@ -24,8 +24,12 @@ class HFBackend:
     name = "hf"
 
     def __init__(self, model_dir: str, *, adapter: str | None = None, batch_size: int = 8, dtype: str = "auto",
-                 device: str | None = None, trust_remote_code: bool = False, model=None, tokenizer=None, **_):
+                 device: str | None = None, trust_remote_code: bool = False, model=None, tokenizer=None,
+                 threads: int | None = None, **_):
         import torch
+
+        if threads:
+            torch.set_num_threads(threads)
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -21,11 +21,13 @@ Sampling, matched to :class:`~sdft.generation.hf.HFBackend`:
   4 prompts, the prompt's words included in the penalty (one of the 4 splits at a near-tie).
 * seed: request ``i`` gets ``params.seed + i``, so a result depends on its position, not on scheduling.
 
-Reproducibility: a prompt may be split into micro-batches differently depending on what the other slots are
-doing; with llama.cpp's CPU flash-attention kernel that changed the logits' last bits, and greedy answers to 16
-GSM8K prompts (128 tokens) differed between two identical runs at ``parallel=8`` (12/16 equal) and between
-``parallel`` 1 and 8 (7/16). With flash attention off (the default here, ``flash_attn=False``) all 16 were equal
-across runs and across ``parallel`` 1/8, for ~15-20% lower throughput.
+Reproducibility: which tokens share a micro-batch depends on what the other slots are doing, and llama.cpp's
+batched CPU kernels are not bit-identical across batch shapes. With its flash-attention kernel, greedy answers to
+16 GSM8K prompts (128 tokens) differed between two identical runs at ``parallel=8`` (12/16 equal) and between
+``parallel`` 1 and 8 (7/16). With flash attention off (the default here, ``flash_attn=False``) 63 of 64 answers
+(4 runs at ``parallel=8``) equalled the ``parallel=1`` ones (one differed from its 20th token on). Greedy output
+is therefore reproducible in practice but not guaranteed bit-exact under concurrency; ``parallel=1`` is exact.
+(A unified KV cache, ``kv_unified``, made it much worse: 4/16 equal.)
 
 Threads default to all cores. llama.cpp's worker threads spin at their barriers, so when another process is
 busy on the same cores generation can slow down by orders of magnitude (seen once: 0.3 tok/s instead of ~90 on
