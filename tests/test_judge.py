@@ -117,6 +117,9 @@ def test_both_orders_cancel_position(tmp_path):
         r.update(model_chars=10, reference_chars=10)
     s = summarize_pairs(biased)
     assert s["score"] == 0.5 and s["ties"] == 3 and s["order_disagreements"] == 3 and s["first_position_rate"] == 1.0
+    assert s["warnings"] == []  # too few verdicts (6) to call it
+    many = summarize_pairs([{"preferences": [1.0, 0.0], "model_chars": 1, "reference_chars": 1} for _ in range(5)])
+    assert "first answer in 100% of its verdicts" in many["warnings"][0]
 
 
 def test_tie_and_pair_rules():
@@ -321,9 +324,10 @@ def test_judge_check_perfect_biased_and_garbage_judges(tmp_path):
     for probe in ("truncated", "empty", "offtopic"):
         assert biased["probes"][probe]["accuracy"] == 0.5 and biased["probes"][probe]["strict"] == 0.0
     assert biased["probes"]["self"]["accuracy"] == 1.0 and biased["first_position_rate"] == 1.0
+    assert perfect["warnings"] == [] and len(biased["warnings"]) == 2 and "do not trust" in biased["warnings"][1]
     garbage = judge_check(_check_judge(tmp_path, samples, "garbage"), samples, n=8, log=lambda m: None)
     assert garbage["overall"]["n"] == 0 and garbage["overall"]["unparseable_pairs"] == 32
-    assert garbage["overall"]["accuracy"] is None
+    assert garbage["overall"]["accuracy"] is None and "no parseable verdict" in garbage["warnings"][-1]
 
 
 def test_make_judge_on_tiny_model_runs_end_to_end(tiny_model_dir):

@@ -4,7 +4,6 @@ pre-fill continuation and agreement with the HF backend."""
 from __future__ import annotations
 
 import importlib.util
-import re
 from pathlib import Path
 
 import pytest
@@ -39,14 +38,14 @@ GREEDY = GenerationParams(max_new_tokens=16)
 
 @pytest.fixture(scope="module")
 def b4():
-    b = LlamaCppBackend(GGUF, parallel=4, threads=2)
+    b = LlamaCppBackend(GGUF, parallel=4)
     yield b
     b.close()
 
 
 @pytest.fixture(scope="module")
 def b1():
-    b = LlamaCppBackend(GGUF, parallel=1, n_ctx=512, threads=2)
+    b = LlamaCppBackend(GGUF, parallel=1, n_ctx=512)
     yield b
     b.close()
 

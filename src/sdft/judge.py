@@ -52,6 +52,7 @@ PROMPT_FILE = Path(__file__).parent / "resources" / "judge" / "alpaca_eval_pairw
 PROMPT_FIELDS = ("instruction", "output_1", "output_2")
 JUDGE_PARAMS = GenerationParams(max_new_tokens=32, temperature=0.0)
 UNPARSEABLE_POLICIES = ("exclude", "tie")
+POSITION_WARN = 0.4  # warn when >= 90% (or <= 10%) of the verdicts name the first answer
 ORDERS = ("model_first", "reference_first")  # model answer shown as Output (a), then as Output (b)
 _FIELD_RE = re.compile(r"\{(instruction|output_1|output_2)\}")
 
@@ -346,6 +347,15 @@ def summarize_pairs(records: Sequence[Mapping[str, Any]], unparseable: str = "ex
                  for o, p in zip(ORDERS, r["preferences"]) if p in (0.0, 1.0)]
     lc = length_controlled(scores, [r["model_chars"] for r in counted], [r["reference_chars"] for r in counted])
     mean = lambda xs: round(sum(xs) / len(xs), 1) if xs else None  # noqa: E731
+    position = sum(first_pos) / len(first_pos) if first_pos else None
+    warnings = []
+    if position is not None and len(first_pos) >= 10 and abs(position - 0.5) >= POSITION_WARN:
+        warnings.append(f"the judge named the {'first' if position > 0.5 else 'second'} answer in "
+                        f"{max(position, 1 - position):.0%} of its verdicts: the win rate mostly measures position "
+                        f"bias (order disagreements score 0.5), not answer quality; check the judge with "
+                        f"sdft judge-check")
+    if records and (len(records) - n) / len(records) > 0.2:
+        warnings.append(f"{len(records) - n} of {len(records)} pairs had an unparseable verdict")
     return {
         "score": total / n if n else 0.0, "n": n, "correct": total, "ci95": list(wilson_interval(total, n)),
         "ci95_bootstrap": bootstrap_interval(scores), "pairs": len(records),
@@ -355,8 +365,7 @@ def summarize_pairs(records: Sequence[Mapping[str, Any]], unparseable: str = "ex
         "unparseable_judgements": sum(p is None for r in records for p in r["preferences"]),
         "unparseable_pairs": sum(any(p is None for p in r["preferences"]) for r in records),
         "unparseable_policy": unparseable, "parsed_judgements": len(prefs),
-        "first_position_rate": sum(first_pos) / len(first_pos) if first_pos else None,
-        "length_controlled": lc,
+        "first_position_rate": position, "warnings": warnings, "length_controlled": lc,
         "mean_model_chars": mean([r["model_chars"] for r in records]),
         "mean_reference_chars": mean([r["reference_chars"] for r in records]),
     }

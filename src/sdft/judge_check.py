@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from .evaltasks import Sample
-from .judge import ORDERS, Judge, judge_pairs
+from .judge import ORDERS, POSITION_WARN, Judge, judge_pairs
 from .scoring import wilson_interval
 from .store import atomic_write_json
 
 TRUNCATE_SHARE = 0.15
+TRUST_THRESHOLD = 0.75  # agreement on a known-winner probe below this is flagged (0.5 = chance)
 
 
 def truncate_words(text: str, share: float = TRUNCATE_SHARE) -> str:
@@ -118,8 +119,9 @@ def judge_check(judge: Judge, samples: Sequence[Sample] | None = None, *, n: int
         pooled_bad += bad
     first = [(p == 1.0) == (o == "model_first") for r in judged for o, p in zip(ORDERS, r["preferences"])
              if p in (0.0, 1.0)]
-    result = {"probes": per, "overall": _stats(pooled, pooled_strict, pooled_bad),
-              "first_position_rate": sum(first) / len(first) if first else None,
+    position = sum(first) / len(first) if first else None
+    result = {"probes": per, "overall": _stats(pooled, pooled_strict, pooled_bad), "first_position_rate": position,
+              "warnings": _warnings(per, position),
               "n_instructions": min(n, len(samples)), "seed": seed, "judge": judge.identity(),
               "judge_seconds": round(seconds, 2), "examples": _examples(judged, pairs)}
     for probe, s in per.items():
@@ -128,6 +130,22 @@ def judge_check(judge: Judge, samples: Sequence[Sample] | None = None, *, n: int
     if out:
         atomic_write_json(out / "judge_check.json", result)
     return result
+
+
+def _warnings(per: Mapping[str, dict], position: float | None) -> list[str]:
+    """Plain-language flags: a strong position preference, or known-winner probes answered near chance."""
+    out = []
+    if position is not None and abs(position - 0.5) >= POSITION_WARN:
+        out.append(f"the judge named the {'first' if position > 0.5 else 'second'} answer in "
+                   f"{max(position, 1 - position):.0%} of its verdicts (position bias)")
+    known = [v for v in per.values() if v["expected"] == "reference" and v["accuracy"] is not None]
+    if known and min(v["accuracy"] for v in known) < TRUST_THRESHOLD:
+        weak = [p for p, v in per.items() if v in known and v["accuracy"] < TRUST_THRESHOLD]
+        out.append(f"agreement below {TRUST_THRESHOLD:.0%} on probes with a known winner ({', '.join(weak)}; 50% is "
+                   f"chance): do not trust this judge's win rates")
+    if any(v["n"] == 0 for v in per.values()):
+        out.append("some probes have no parseable verdict at all: check the judge prompt and decoding")
+    return out
 
 
 def _examples(judged: Sequence[Mapping], pairs: Sequence[Mapping], per_probe: int = 2) -> list[dict]:
