@@ -70,3 +70,44 @@ def test_tiny_model_end_to_end(tmp_path, tiny_model_dir):
     assert [r["n"] for r in res] == [3, 3, 3]
     assert all(r["backend"] == "hf" and r["prompt_format"] == "chat" for r in res)
     assert json.loads((tmp_path / "t" / "results.json").read_text())[0]["task"] == "gsm8k"
+
+
+def test_judged_task_needs_a_judge_before_any_model_loads(tmp_path):
+    with pytest.raises(ValueError, match="--judge"):
+        evaluate(EvalConfig(out=str(tmp_path / "x"), tasks=("gsm8k", "alpacaeval"), model="/nonexistent"))
+
+
+def test_alpacaeval_through_eval_with_a_scripted_judge(tmp_path, tokenizer, monkeypatch):
+    """The model always answers GOOD; the judge prefers whichever output says GOOD, in either position, so the
+    model wins every pair in both orders; a rerun re-uses generations and verdicts."""
+    import sdft.judge as judge_mod
+
+    judge_be = Echo(lambda p: "Output (a)" if p.split("### Output (a):")[-1].split("### Output (b):")[0].strip() ==
+                    "GOOD" else "Output (b)")
+    made = []
+
+    def fake_make_judge(model, backend="auto", **kw):
+        made.append(model)
+        return judge_mod.Judge(judge_be, model)
+
+    monkeypatch.setattr(judge_mod, "make_judge", fake_make_judge)
+    be = Echo(lambda p: "GOOD")
+    cfg = EvalConfig(out=str(tmp_path / "ev"), tasks=("alpacaeval",), limit=5, judge="some-judge")
+    res = evaluate(cfg, backend=be, tokenizer=tokenizer, progress=False, log=lambda m: None)[0]
+    assert made == ["some-judge"] and res["metric"] == "win rate"
+    assert res["score"] == 1.0 and res["n"] == 5 and res["judge"]["model"] == "some-judge"
+    assert judge_be.calls == 10  # both orders of 5 pairs
+    outputs = json.loads((tmp_path / "ev" / "alpacaeval" / "model_outputs.json").read_text())
+    assert len(outputs) == 5 and outputs[0]["output"] == "GOOD" and outputs[0]["generator"] == "default"
+    rows = [json.loads(l) for l in (tmp_path / "ev" / "alpacaeval" / "samples.jsonl").read_text().splitlines()]
+    assert [r["correct"] for r in rows] == [1.0] * 5
+    evaluate(cfg, backend=be, tokenizer=tokenizer, progress=False, log=lambda m: None)
+    assert be.calls == 5 and judge_be.calls == 10  # answers and verdicts both resumed
+
+
+def test_alpacaeval_on_the_tiny_model_with_the_tiny_judge(tmp_path, tiny_model_dir):
+    cfg = EvalConfig(out=str(tmp_path / "t"), tasks=("alpacaeval",), limit=2, model=str(tiny_model_dir),
+                     max_new_tokens=4, backend="hf", judge=str(tiny_model_dir), judge_backend="hf")
+    res = evaluate(cfg, progress=False, log=lambda m: None)[0]
+    assert res["pairs"] == 2 and res["unparseable_pairs"] + res["n"] == 2  # random weights: verdicts may be junk
+    assert (tmp_path / "t" / "alpacaeval" / "model_outputs.json").exists()

@@ -172,7 +172,7 @@ def train(
 def eval_(
     out: Optional[str] = typer.Option(None, help="output folder (resumable)"),
     tasks: Optional[str] = typer.Option(None, help="comma-separated: gsm8k,multiarith,openfunctions,humaneval,"
-                                                   "humaneval-chat,advbench,advbench-jailbreak"),
+                                                   "humaneval-chat,advbench,advbench-jailbreak,alpacaeval"),
     config: Optional[Path] = typer.Option(None, help="YAML config (an `eval:` section or top-level keys)"),
     model: Optional[str] = typer.Option(None, help="embedded alias, .gguf file or HF folder"),
     adapter: Optional[str] = typer.Option(None, help="a PEFT adapter folder (`sdft train` output)"),
@@ -186,6 +186,10 @@ def eval_(
     batch_size: Optional[int] = typer.Option(None),
     workers: Optional[int] = typer.Option(None, help="parallel sandboxes for code tasks"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for generation (default: all cores)"),
+    judge: Optional[str] = typer.Option(None, help="judge model for alpacaeval (alias, .gguf or HF folder)"),
+    judge_backend: Optional[str] = typer.Option(None, help="backend of the judge (default auto)"),
+    judge_prompt: Optional[str] = typer.Option(None, help="pairwise judge prompt file (default: AlpacaEval's)"),
+    judge_unparseable: Optional[str] = typer.Option(None, help="exclude (default) | tie: pairs without a verdict"),
     shift_vs: Optional[str] = typer.Option(None, help="another eval folder: BLEU-4, ROUGE-L, embedding similarity"),
     cache_dir: Optional[str] = typer.Option(None),
     overwrite: bool = typer.Option(False),
@@ -197,7 +201,9 @@ def eval_(
 
     overrides = dict(out=out, tasks=tasks, model=model, adapter=adapter, backend=backend, prompt_format=prompt_format,
                      layout=layout, decoding=decoding, max_new_tokens=max_new_tokens, seed=seed, limit=limit,
-                     batch_size=batch_size, workers=workers, threads=threads, cache_dir=cache_dir, overwrite=overwrite or None)
+                     batch_size=batch_size, workers=workers, threads=threads, cache_dir=cache_dir, overwrite=overwrite or None,
+                     judge=judge, judge_backend=judge_backend, judge_prompt=judge_prompt,
+                     judge_unparseable=judge_unparseable)
 
     def go():
         cfg = cfgmod.load(cfgmod.EvalConfig, config, overrides, section="eval" if config else None)
@@ -224,6 +230,41 @@ def score(
 
     res = _run(lambda: score_predictions(task, predictions, out, data))
     print(results_markdown([res]))
+
+
+@app.command("judge-check")
+def judge_check_(
+    judge: str = typer.Option(..., help="judge model: embedded alias, .gguf file or HF folder"),
+    out: Path = typer.Option(..., help="output folder (judge_check.json; verdicts are resumable)"),
+    n: int = typer.Option(20, help="AlpacaEval instructions to build probes from"),
+    backend: str = typer.Option("auto", help="auto | hf | llamacpp | ..."),
+    prompt: Optional[str] = typer.Option(None, help="pairwise judge prompt file (default: AlpacaEval's)"),
+    seed: int = typer.Option(0),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for generation (default: all cores)"),
+    cache_dir: Optional[str] = typer.Option(None),
+) -> None:
+    """How far can a judge be trusted? Agreement on pairs whose winner is known (reference vs truncated,
+    empty or off-topic answers; a copy of itself should tie)."""
+    from .judge import make_judge
+    from .judge_check import judge_check
+
+    def go():
+        log = lambda m: console.print(m, highlight=False)  # noqa: E731
+        j = make_judge(judge, backend, prompt=prompt, cache_dir=cache_dir, threads=threads, log=log)
+        try:
+            res = judge_check(j, n=n, seed=seed, out_dir=out, log=log)
+        finally:
+            getattr(j.backend, "close", lambda: None)()
+        o = res["overall"]
+        acc = "n/a" if o["accuracy"] is None else f"{o['accuracy']:.0%}"
+        pos = res["first_position_rate"]
+        console.print(f"overall agreement {acc} (n={o['n']}); the first answer was named in "
+                      f"{'n/a' if pos is None else f'{pos:.0%}'} of verdicts", highlight=False)
+        for w in res["warnings"]:
+            console.print(f"[yellow]warning:[/yellow] {w}")
+        console.print(f"written: {Path(out) / 'judge_check.json'}")
+
+    _run(go)
 
 
 @app.command()

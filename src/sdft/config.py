@@ -127,7 +127,8 @@ class DistillConfig:
     overwrite: bool = False  # run-only
 
 
-RUN_ONLY = {"limit", "batch_size", "chunk_size", "cache_dir", "overwrite", "out", "workers", "tasks", "threads"}
+RUN_ONLY = {"limit", "batch_size", "chunk_size", "cache_dir", "overwrite", "out", "workers", "tasks", "threads",
+            "judge", "judge_backend", "judge_prompt", "judge_unparseable"}
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -206,3 +207,8 @@ class EvalConfig:
     cache_dir: str | None = None  # run-only
     trust_remote_code: bool = False
     overwrite: bool = False  # run-only
+    # judged tasks (alpacaeval): verdicts live in one folder per judge, so these never invalidate generations
+    judge: str | None = None  # judge model: embedded alias, .gguf or HF folder (never the adapter under test)
+    judge_backend: str = "auto"
+    judge_prompt: str | None = None  # a pairwise prompt file (default: AlpacaEval's, shipped)
+    judge_unparseable: str = "exclude"  # exclude | tie: how a pair without a parseable verdict counts

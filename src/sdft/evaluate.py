@@ -3,6 +3,8 @@
 Per task, ``<out>/<task>/generations.jsonl`` is appended as answers finish (resumable, like distillation);
 then ``samples.jsonl`` (prompt, output, extracted answer, gold, correct), ``results.json`` (score, n, 95% Wilson
 interval) and ``results.md`` are written by :mod:`sdft.scoring`. ``<out>/results.json|md`` gather all tasks.
+A judged task (``alpacaeval``) has no per-answer rule: after generation its ``aggregate`` hook has the judge
+(``cfg.judge``, loaded once, after the answers exist) compare every answer with the reference in both orders.
 """
 
 from __future__ import annotations
@@ -34,6 +36,12 @@ def decoding_for(cfg: EvalConfig, task: EvalTask) -> GenerationParams:
 def evaluate(cfg: EvalConfig, *, progress: bool = True, backend=None, tokenizer=None,
              log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     tasks = [get_eval_task(t) for t in cfg.tasks]  # unknown names fail before any model is loaded
+    judged = [t.name for t in tasks if getattr(t, "aggregate", None)]
+    if judged and not cfg.judge:
+        raise ValueError(f"{', '.join(judged)} is scored pairwise by a judge model: pass --judge MODEL (an embedded "
+                         f"alias such as 'default', a .gguf file or an HF folder; check it first with "
+                         f"`sdft judge-check --judge MODEL`)")
+    judge = None
     out = Path(cfg.out)
     model = None
     if backend is None or tokenizer is None:
@@ -75,13 +83,27 @@ def evaluate(cfg: EvalConfig, *, progress: bool = True, backend=None, tokenizer=
                         done.update({r["index"]: r for r in recs})
                         advance(len(recs))
             gen_seconds = time.perf_counter() - t0
+            info = dict(model=cfg.model, adapter=cfg.adapter, backend=backend_name, prompt_format=fmt,
+                        layout=cfg.layout, decoding=params.to_dict(), generation_seconds=round(gen_seconds, 2))
+            if getattr(task, "aggregate", None):
+                if judge is None:
+                    from .judge import make_judge
+
+                    judge = make_judge(cfg.judge, cfg.judge_backend, prompt=cfg.judge_prompt, cache_dir=cfg.cache_dir,
+                                       threads=cfg.threads, log=log)
+                res = task.aggregate([done[s.index] for s in samples], samples, judge, tdir,
+                                     unparseable=cfg.judge_unparseable, generator=_generator_name(cfg), **info)
+                log(f"{task.name}: {res['score']:.1%} {task.metric} against the reference (n={res['n']} pairs, "
+                    f"95% CI {res['ci95'][0]:.1%}–{res['ci95'][1]:.1%}; judge {cfg.judge})")
+                for w in res.get("warnings", []):
+                    log(f"  warning: {w}")
+                results.append(res)
+                continue
             records = score_samples(task, [(s, done[s.index]) for s in samples],
                                     cfg.workers or default_workers(task))
             for rec in records:
                 rec["finish_reason"] = done[rec["index"]].get("finish_reason")
-            res = write_results(tdir, task, records, model=cfg.model, adapter=cfg.adapter, backend=backend_name,
-                                prompt_format=fmt, layout=cfg.layout, decoding=params.to_dict(),
-                                generation_seconds=round(gen_seconds, 2),
+            res = write_results(tdir, task, records, **info,
                                 mean_output_chars=round(sum(len(r["output"]) for r in records) / max(1, len(records)), 1))
             log(f"{task.name}: {res['score']:.1%} {task.metric} (n={res['n']}, 95% CI "
                 f"{res['ci95'][0]:.1%}–{res['ci95'][1]:.1%})")
@@ -89,6 +111,13 @@ def evaluate(cfg: EvalConfig, *, progress: bool = True, backend=None, tokenizer=
     finally:
         if backend is not None and model is not None and hasattr(backend, "close"):
             backend.close()
+        if judge is not None and hasattr(judge.backend, "close"):
+            judge.backend.close()
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "results.md", results_markdown(results))
     return results
+
+
+def _generator_name(cfg: EvalConfig) -> str:
+    """The ``generator`` field of AlpacaEval's model_outputs.json: the model, plus the adapter's folder name."""
+    return cfg.model + (f"+{Path(cfg.adapter).name}" if cfg.adapter else "")

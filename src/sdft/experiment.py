@@ -98,6 +98,8 @@ def plan(cfg: ExperimentConfig) -> list[Stage]:
     root = Path(cfg.out)
     stages: list[Stage] = []
     ev_common = {**cfg.eval, "model": cfg.model, "cache_dir": cfg.cache_dir}
+    if "alpacaeval" in _eval_tasks(cfg) and not cfg.eval.get("judge"):
+        ev_common["judge"] = cfg.model  # one fixed judge for every arm: the seed model, never an adapter
 
     def eval_stage(label: str, adapter_stage: Stage | None, meta: dict) -> Stage:
         fp = {k: v for k, v in ev_common.items() if k != "cache_dir"}

@@ -37,11 +37,13 @@ def mcnemar_exact(b: int, c: int) -> float:
     return min(1.0, 2 * p)
 
 
-def _samples(folder: Path, task: str) -> dict[int, bool]:
+def _samples(folder: Path, task: str) -> dict[int, float]:
+    """Per-item score: 1/0 for rule-scored tasks, 1/0.5/0 for judged pairs (unscored pairs left out)."""
     p = folder / task / "samples.jsonl"
     if not p.exists():
         return {}
-    return {r["index"]: bool(r["correct"]) for r in map(json.loads, p.read_text().splitlines()) if r}
+    rows = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    return {r["index"]: float(r["correct"]) for r in rows if r.get("correct") is not None}
 
 
 def _pct(x: float) -> str:
@@ -124,8 +126,8 @@ def comparison_table(data: dict, a: str = "vanilla", b: str = "sdft") -> tuple[l
             ra, rb = arms[a]["results"][t], arms[b]["results"][t]
             sa, sb = _samples(Path(arms[a]["folder"]), t), _samples(Path(arms[b]["folder"]), t)
             common = sorted(set(sa) & set(sb))
-            only_a = sum(sa[i] and not sb[i] for i in common)
-            only_b = sum(sb[i] and not sa[i] for i in common)
+            only_a = sum(sa[i] > sb[i] for i in common)  # discordant items: an exact sign test (McNemar
+            only_b = sum(sb[i] > sa[i] for i in common)  # for 0/1 scores), judged ties count as the middle
             base = seed_runs[0]["results"].get(t) if seed_runs else None
             rows.append([t, str(seed), str(n or "all"), _pct(base["score"]) if base else "—",
                          f"{_pct(ra['score'])} → {_pct(rb['score'])} ({100 * (rb['score'] - ra['score']):+.1f})",

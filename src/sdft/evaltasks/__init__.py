@@ -78,10 +78,10 @@ def load_alpaca_rows(path: Path, columns: Mapping[str, str] | None = None) -> li
 
 
 def _registry() -> dict[str, EvalTask]:
-    from . import advbench, gsm8k, humaneval, multiarith, openfunctions
+    from . import advbench, alpacaeval, gsm8k, humaneval, multiarith, openfunctions
 
     tasks: dict[str, EvalTask] = {}
-    for module in (gsm8k, multiarith, openfunctions, advbench, humaneval):
+    for module in (gsm8k, multiarith, openfunctions, advbench, humaneval, alpacaeval):
         for task in module.TASKS:
             if task.name in tasks:
                 raise RuntimeError(f"evaluation task '{task.name}' registered twice")
