@@ -129,3 +129,17 @@ def test_openllm_tasks_on_user_data(task, tiny_model_dir):
     data = _user_data(task)
     (res,) = evaluate_knowledge(str(tiny_model_dir), [task], data={task: data}, limit=4, log=lambda m: None)
     assert res["task"] == task and res["n"] == 4 and 0.0 <= res["score"] <= 1.0
+
+
+def test_knowledge_cli(tiny_model_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from sdft.cli import app
+
+    out = tmp_path / "k"
+    r = CliRunner().invoke(app, ["knowledge", "--out", str(out), "--model", str(tiny_model_dir), "--subjects",
+                                 SUBJECTS[0], "--limit", "2"])
+    assert r.exit_code == 0, r.output
+    assert "| mmlu |" in r.output and json.loads((out / "knowledge.json").read_text())[0]["n"] == 2
+    bad = CliRunner().invoke(app, ["knowledge", "--out", str(out), "--model", str(tiny_model_dir), "--data", "arc"])
+    assert bad.exit_code != 0 and "TASK=FOLDER" in bad.output

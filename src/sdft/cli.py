@@ -232,6 +232,38 @@ def score(
     print(results_markdown([res]))
 
 
+@app.command()
+def knowledge(
+    out: Path = typer.Option(..., help="output folder (knowledge.json/md; lm-eval's response cache resumes)"),
+    tasks: str = typer.Option("mmlu", help="comma-separated: mmlu (shipped data) and lm-eval tasks given --data"),
+    model: str = typer.Option("default", help="embedded alias, .gguf file or HF folder"),
+    adapter: Optional[str] = typer.Option(None, help="a PEFT adapter folder (`sdft train` output)"),
+    subjects: Optional[str] = typer.Option(None, help="comma-separated MMLU subjects (default: all 57)"),
+    data: List[str] = typer.Option([], help="TASK=FOLDER with that lm-eval task's split files (repeatable)"),
+    num_fewshot: Optional[int] = typer.Option(None, help="default: lm-eval's task default (0-shot)"),
+    limit: Optional[int] = typer.Option(None, help="questions per task / MMLU subject"),
+    chat_template: bool = typer.Option(False, help="lm-eval's apply_chat_template (chat models)"),
+    batch_size: int = typer.Option(8),
+    cache_dir: Optional[str] = typer.Option(None),
+) -> None:
+    """Knowledge benchmarks (MMLU, and ARC/HellaSwag/... with your data) through lm-eval, offline."""
+    from .knowledge import evaluate_knowledge
+    from .scoring import results_markdown
+
+    def go():
+        bad = [d for d in data if "=" not in d]
+        if bad:
+            raise ValueError(f"--data {bad[0]}: expected TASK=FOLDER")
+        res = evaluate_knowledge(model, [t for t in tasks.split(",") if t], adapter=adapter,
+                                 subjects=subjects.split(",") if subjects else None,
+                                 data=dict(d.split("=", 1) for d in data), num_fewshot=num_fewshot, limit=limit,
+                                 apply_chat_template=chat_template, batch_size=batch_size, cache_dir=cache_dir,
+                                 out_dir=out, log=lambda m: console.print(m, highlight=False))
+        print(results_markdown(res))
+
+    _run(go)
+
+
 @app.command("judge-check")
 def judge_check_(
     judge: str = typer.Option(..., help="judge model: embedded alias, .gguf file or HF folder"),
