@@ -30,11 +30,12 @@ def _run(fn):
     from .models import ModelError
     from .templates import TemplateError
     from .train import TrainError
+    from .generation.openai_compat import ServerError
 
     try:
         return fn()
     except (ConfigError, DataError, ModelError, RunConflict, TemplateError, TrainError, ValueError,
-            FileNotFoundError) as e:
+            FileNotFoundError, ServerError) as e:
         _fail(str(e))
     except KeyboardInterrupt:
         raise typer.Exit(130)
@@ -51,7 +52,11 @@ def distill(
     formatting: Optional[str] = typer.Option(None, help="auto | alpaca | sharegpt | messages"),
     model: Optional[str] = typer.Option(None, help="seed model: embedded alias, .gguf file or HF folder"),
     teacher: Optional[str] = typer.Option(None, help="another model writes the rewrites (default: the seed)"),
-    backend: Optional[str] = typer.Option(None, help="generation backend: hf | llamacpp"),
+    backend: Optional[str] = typer.Option(None, help="generation backend: auto | hf | llamacpp | openai | vllm"),
+    base_url: Optional[str] = typer.Option(None, help="--backend openai: server URL, e.g. http://127.0.0.1:8000/v1"),
+    api_model: Optional[str] = typer.Option(None, help="--backend openai: served model name (default: from /v1/models)"),
+    api_key_env: Optional[str] = typer.Option(None, help="--backend openai: env variable with the API key (OPENAI_API_KEY)"),
+    api_key_file: Optional[str] = typer.Option(None, help="--backend openai: file holding the API key"),
     template: Optional[str] = typer.Option(None, help="using | refer | math-distill | a template .yaml"),
     prompt_format: Optional[str] = typer.Option(None, help="auto | chat | raw"),
     layout: Optional[str] = typer.Option(None, help="raw layout: standard | release (the authors' bytes)"),
@@ -79,6 +84,7 @@ def distill(
 
     overrides = dict(data=data, out=out, task=task, dataset_dir=dataset_dir, columns=columns, formatting=formatting,
                      model=model, teacher=teacher, backend=backend, template=template, prompt_format=prompt_format,
+                     base_url=base_url, api_model=api_model, api_key_env=api_key_env, api_key_file=api_key_file,
                      layout=layout, decoding=decoding, max_new_tokens=max_new_tokens, seed=seed, subset=subset,
                      paper_cut=paper_cut, limit=limit, shard=shard, checks=tuple(check) if check else None,
                      clean=clean, allow_empty=allow_empty, num_candidates=num_candidates, batch_size=batch_size, chunk_size=chunk_size, threads=threads, cache_dir=cache_dir,
@@ -176,7 +182,11 @@ def eval_(
     config: Optional[Path] = typer.Option(None, help="YAML config (an `eval:` section or top-level keys)"),
     model: Optional[str] = typer.Option(None, help="embedded alias, .gguf file or HF folder"),
     adapter: Optional[str] = typer.Option(None, help="a PEFT adapter folder (`sdft train` output)"),
-    backend: Optional[str] = typer.Option(None, help="auto | hf | llamacpp"),
+    backend: Optional[str] = typer.Option(None, help="auto | hf | llamacpp | openai | vllm"),
+    base_url: Optional[str] = typer.Option(None, help="--backend openai: server URL, e.g. http://127.0.0.1:8000/v1"),
+    api_model: Optional[str] = typer.Option(None, help="--backend openai: served model name (default: from /v1/models)"),
+    api_key_env: Optional[str] = typer.Option(None, help="--backend openai: env variable with the API key (OPENAI_API_KEY)"),
+    api_key_file: Optional[str] = typer.Option(None, help="--backend openai: file holding the API key"),
     prompt_format: Optional[str] = typer.Option(None, help="auto | chat | raw"),
     layout: Optional[str] = typer.Option(None, help="raw layout: standard | release"),
     decoding: Optional[str] = typer.Option(None, help="greedy (default) | authors (the release's sampling)"),
@@ -200,6 +210,7 @@ def eval_(
     from .evaluate import evaluate
 
     overrides = dict(out=out, tasks=tasks, model=model, adapter=adapter, backend=backend, prompt_format=prompt_format,
+                     base_url=base_url, api_model=api_model, api_key_env=api_key_env, api_key_file=api_key_file,
                      layout=layout, decoding=decoding, max_new_tokens=max_new_tokens, seed=seed, limit=limit,
                      batch_size=batch_size, workers=workers, threads=threads, cache_dir=cache_dir, overwrite=overwrite or None,
                      judge=judge, judge_backend=judge_backend, judge_prompt=judge_prompt,

@@ -104,7 +104,11 @@ class DistillConfig:
     formatting: str = "auto"  # auto | alpaca | sharegpt | messages
     model: str = "default"  # the seed model: embedded alias, .gguf file or HF folder
     teacher: str | None = None  # another model writes the rewrites (not the method; for ablations)
-    backend: str = "auto"  # auto (llamacpp for a GGUF on CPU, vllm on a GPU, else hf) | hf | llamacpp
+    backend: str = "auto"  # auto (vllm on a GPU, llamacpp for a GGUF on CPU, else hf) | hf | llamacpp | openai | vllm
+    base_url: str | None = None  # run-only: --backend openai: the server, e.g. http://127.0.0.1:8000/v1
+    api_model: str | None = None  # --backend openai: the served model name (default: from /v1/models)
+    api_key_env: str = "OPENAI_API_KEY"  # run-only: environment variable holding the API key (never recorded)
+    api_key_file: str | None = None  # run-only: or a file holding it
     template: str | None = None  # default: the task's distillation template
     prompt_format: str = "auto"  # auto (chat when the model has a chat template) | chat | raw
     layout: str = "standard"  # raw format: standard | release (the authors' bytes)
@@ -129,6 +133,13 @@ class DistillConfig:
 
 RUN_ONLY = {"limit", "batch_size", "chunk_size", "cache_dir", "overwrite", "out", "workers", "tasks", "threads",
             "judge", "judge_backend", "judge_prompt", "judge_unparseable"}
+RUN_ONLY |= {"base_url", "api_key_env", "api_key_file"}  # where the server is and how to log in, not what it serves
+SERVER_OPTIONS = ("base_url", "api_model", "api_key_env", "api_key_file")  # --backend openai; others ignore them
+
+
+def server_options(cfg: Any) -> dict[str, Any]:
+    """The ``make_backend`` keyword arguments for an OpenAI-compatible server (the key itself is never read here)."""
+    return {k: getattr(cfg, k) for k in SERVER_OPTIONS}
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -194,6 +205,10 @@ class EvalConfig:
     model: str = "default"
     adapter: str | None = None  # a PEFT adapter folder (`sdft train` output)
     backend: str = "auto"
+    base_url: str | None = None  # run-only: --backend openai: the server, e.g. http://127.0.0.1:8000/v1
+    api_model: str | None = None  # --backend openai: the served model name (default: from /v1/models)
+    api_key_env: str = "OPENAI_API_KEY"  # run-only: environment variable holding the API key (never recorded)
+    api_key_file: str | None = None  # run-only: or a file holding it
     prompt_format: str = "auto"  # auto (chat when the model has a chat template) | chat | raw
     layout: str = "standard"
     decoding: str = "greedy"  # greedy (reproducible default) | authors (the release's sampling)

@@ -19,7 +19,7 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 from . import __version__
 from .checks import CHECKS, CLEANERS, Check, banned_phrases, first_rejection, resolve_check
-from .config import RUN_ONLY, DistillConfig, to_dict
+from .config import RUN_ONLY, DistillConfig, server_options, to_dict
 from .data import Example, Source, file_sha256, load_examples, resolve_source, select_indices
 from .generation import DECODING_PRESETS, GenerationParams, generate_in_chunks, make_backend, pick_backend
 from .models import ResolvedModel, load_tokenizer, resolve_model
@@ -108,6 +108,8 @@ def fingerprint(cfg: DistillConfig, input_sha256: str) -> dict[str, Any]:
     d = {k: v for k, v in to_dict(cfg).items() if k not in RUN_ONLY}
     d["data"] = input_sha256  # the same data under another path is the same run
     d.pop("dataset_dir", None)
+    if d.get("api_model") is None:  # runs made before --api-model existed still resume
+        d.pop("api_model", None)
     return d
 
 
@@ -243,7 +245,7 @@ def distill(cfg: DistillConfig, *, progress: bool = True, backend=None, tokenize
         if backend is None:
             assert gen_model is not None
             backend = make_backend(pick_backend(cfg.backend, gen_model), gen_model, batch_size=cfg.batch_size, tokenizer=tokenizer,
-                                   trust_remote_code=cfg.trust_remote_code, threads=cfg.threads)
+                                   trust_remote_code=cfg.trust_remote_code, threads=cfg.threads, **server_options(cfg))
         from .progress import DistillProgress
 
         bar = DistillProgress(len(p.indices), len(done), sum(r["accepted"] for r in done), enabled=progress)

@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import RUN_ONLY, EvalConfig, to_dict
+from .config import RUN_ONLY, EvalConfig, server_options, to_dict
 from .evaltasks import EvalTask, get_eval_task
 from .generation import DECODING_PRESETS, GenerationParams, generate_in_chunks, make_backend, pick_backend
 from .models import load_tokenizer, resolve_model
@@ -50,6 +50,8 @@ def evaluate(cfg: EvalConfig, *, progress: bool = True, backend=None, tokenizer=
     fmt = default_prompt_format(tokenizer) if cfg.prompt_format == "auto" else cfg.prompt_format
     backend_name = getattr(backend, "name", None) or pick_backend(cfg.backend, model, cfg.adapter)
     fp = {k: v for k, v in to_dict(cfg).items() if k not in RUN_ONLY}
+    if fp.get("api_model") is None:  # runs made before --api-model existed still resume
+        fp.pop("api_model", None)
     fp.update(prompt_format=fmt, backend=backend_name)
     guard_run_folder(out, fp, cfg.overwrite, [t.name for t in tasks] + ["results.json", "results.md"])
     out.mkdir(parents=True, exist_ok=True)
@@ -69,7 +71,7 @@ def evaluate(cfg: EvalConfig, *, progress: bool = True, backend=None, tokenizer=
                 if backend is None:
                     backend = make_backend(backend_name, model, adapter=cfg.adapter, batch_size=cfg.batch_size,
                                            tokenizer=tokenizer, trust_remote_code=cfg.trust_remote_code,
-                                           threads=cfg.threads)
+                                           threads=cfg.threads, **server_options(cfg))
                 prompts = [task.prompt(s, prompt_format=fmt, tokenizer=tokenizer, layout=cfg.layout) for s in todo]
                 from .progress import simple_progress
 

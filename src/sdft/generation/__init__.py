@@ -11,6 +11,8 @@ from .base import AUTHORS_SAMPLING, DECODING_PRESETS, GREEDY, Backend, Completio
 BACKENDS: dict[str, str] = {
     "hf": "sdft.generation.hf:HFBackend",
     "llamacpp": "sdft.generation.llamacpp:LlamaCppBackend",
+    "openai": "sdft.generation.openai_compat:OpenAICompatBackend",  # any OpenAI-compatible /v1/completions server
+    "vllm": "sdft.generation.vllm:VLLMBackend",
 }
 
 
