@@ -1,8 +1,8 @@
 """``sdft experiment CONFIG``: the paper's comparison as a DAG of cached stages.
 
-One YAML describes the seed model, data, methods (``seed``, ``vanilla``, ``sdft``, and ``vanilla-fair`` /
-``sdft-fair`` with the fair LoRA preset), seeds and sweeps (training-set sizes, mix ratios, distillation
-templates), and evaluation. It expands into distill → train → eval (→ shift) stages. Each stage's folder is
+One YAML describes the seed model, data, methods (``seed``, ``vanilla``, ``sdft``, ``vanilla-fair`` /
+``sdft-fair`` with the fair LoRA preset, and the ``onpolicy`` baseline), seeds and sweeps (training-set sizes,
+mix ratios, distillation templates), and evaluation. It expands into distill → train → eval (→ shift) stages. Each stage's folder is
 ``<out>/stages/<kind>-<hash>`` where the hash covers everything the stage depends on (its own settings and its
 inputs' hashes), so a re-run reuses finished stages, a killed run resumes inside the stage it was in (every
 stage is itself resumable), and changing one knob re-runs only what it touches. ``--dry-run`` prints the plan.
@@ -21,7 +21,8 @@ from .config import ConfigError, DistillConfig, EvalConfig, TrainConfig, build, 
 from .store import atomic_write_json, read_json
 
 METHODS = {"seed": None, "vanilla": ("vanilla", "paper"), "sdft": ("sdft", "paper"),
-           "vanilla-fair": ("vanilla", "fair"), "sdft-fair": ("sdft", "fair")}
+           "vanilla-fair": ("vanilla", "fair"), "sdft-fair": ("sdft", "fair"),
+           "onpolicy": ("onpolicy", "paper")}  # TRL's on-policy self-distillation (sdft.onpolicy), a baseline
 DONE = "STAGE.json"
 
 
@@ -158,34 +159,48 @@ def _eval_tasks(cfg: ExperimentConfig) -> tuple[str, ...]:
     return tuple(t.split(",")) if isinstance(t, str) else tuple(t)
 
 
-def run_stage(stage: Stage, root: Path, by_key: dict[str, Stage], log: Callable[[str], None],
-              progress: bool) -> None:
+def _run_distill(stage: Stage, folder: Path, by_key: dict, root: Path, log, progress: bool) -> None:
+    from .distill import distill
+
+    distill(stage.config, progress=progress, log=log)
+
+
+def _run_train(stage: Stage, folder: Path, by_key: dict, root: Path, log, progress: bool) -> None:
     from dataclasses import replace
 
-    folder = stage.folder(root)
-    if stage.kind == "distill":
-        from .distill import distill
+    from .train import train
 
-        distill(stage.config, progress=progress, log=log)
-    elif stage.kind == "train":
-        from .train import train
+    resume = (folder / "checkpoints").exists()
+    train(replace(stage.config, resume=resume, overwrite=resume), log=log)
 
-        resume = (folder / "checkpoints").exists()
-        train(replace(stage.config, resume=resume, overwrite=resume), log=log)
-    elif stage.kind == "eval":
-        from .evaluate import evaluate
 
-        evaluate(stage.config, progress=progress, log=log)
-    elif stage.kind == "gap":
-        from .gap import measure_gap
+def _run_eval(stage: Stage, folder: Path, by_key: dict, root: Path, log, progress: bool) -> None:
+    from .evaluate import evaluate
 
-        measure_gap(by_key[stage.config["distill"]].folder(root), out=folder, log=log)
-    elif stage.kind == "shift":
-        from .shift import shift_report
+    evaluate(stage.config, progress=progress, log=log)
 
-        a = by_key[stage.config["seed_eval"]].folder(root)
-        b = by_key[stage.config["eval"]].folder(root)
-        shift_report(a, b, task=stage.config["task"], out=folder)
+
+def _run_gap(stage: Stage, folder: Path, by_key: dict, root: Path, log, progress: bool) -> None:
+    from .gap import measure_gap
+
+    measure_gap(by_key[stage.config["distill"]].folder(root), out=folder, log=log)
+
+
+def _run_shift(stage: Stage, folder: Path, by_key: dict, root: Path, log, progress: bool) -> None:
+    from .shift import shift_report
+
+    a = by_key[stage.config["seed_eval"]].folder(root)
+    b = by_key[stage.config["eval"]].folder(root)
+    shift_report(a, b, task=stage.config["task"], out=folder)
+
+
+STAGE_RUNNERS: dict[str, Callable[..., None]] = {"distill": _run_distill, "train": _run_train, "eval": _run_eval,
+                                                 "gap": _run_gap, "shift": _run_shift}
+
+
+def run_stage(stage: Stage, root: Path, by_key: dict[str, Stage], log: Callable[[str], None],
+              progress: bool) -> None:
+    STAGE_RUNNERS[stage.kind](stage, stage.folder(root), by_key, root, log, progress)
 
 
 def run_experiment(cfg: ExperimentConfig, *, dry_run: bool = False, progress: bool = True,
