@@ -24,9 +24,14 @@ greedy is ``temperature 0``; sampling sends ``temperature``, ``top_p``, ``top_k`
 and llama.cpp's "disabled") and ``min_p 0`` (llama.cpp's server defaults to 0.05); ``repetition_penalty`` (vLLM)
 and ``repeat_penalty`` (llama.cpp) only when it is not 1; ``seed``: request ``i`` gets ``params.seed + i`` (as
 the llamacpp backend), so a result depends on its position in the call, not on scheduling; ``stop`` as sent and
-the text is cut again with :func:`~sdft.generation.base.cut_at_stop`. ``top_k``, ``min_p``, the penalties and
-``add_special_tokens`` are extensions that self-hosted servers accept (OpenAI's own API rejects them);
-``extra_body`` adds fields or, with a value of ``None``, removes one. Fields not sent take the server's defaults.
+the text is cut again with :func:`~sdft.generation.base.cut_at_stop`. ``cache_prompt: false`` turns off
+llama.cpp's prompt cache: a prompt whose prefix is served from a slot's leftover KV cache is computed in other
+batch shapes, and the small numerical differences flip near-ties (measured: the same greedy prompt gave another
+answer after a request sharing its system prompt; the same seed sampled another story), as in the llamacpp
+backend. ``top_k``, ``min_p``, the penalties, ``add_special_tokens`` and ``cache_prompt`` are extensions that
+self-hosted servers accept or ignore (vLLM logs the fields it ignores; OpenAI's own API rejects them);
+``extra_body`` adds fields or, with a value of ``None``, removes one (e.g. ``{"cache_prompt": None}`` for speed
+over reproducibility). Fields not sent take the server's defaults.
 
 **Results.** ``finish_reason`` is ``length`` when the server says so, else ``stop`` (end of sequence or a stop
 string). ``prompt_tokens``/``completion_tokens`` come from the response's ``usage`` (0 when absent), counted as
@@ -126,8 +131,8 @@ class OpenAICompatBackend:
         self.timeout = float(timeout)
         self.extra_body = dict(extra_body or {})
         self._http = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # a local server, never a proxy
-        self.model = model or self._served_model(fallback_model)
         self.stats = {"generated_tokens": 0, "prompt_tokens": 0, "seconds": 0.0, "retries": 0}
+        self.model = model or self._served_model(fallback_model)
 
     @classmethod
     def from_model(cls, model, *, base_url: str | None = None, api_model: str | None = None,
@@ -195,7 +200,7 @@ class OpenAICompatBackend:
                 wait = None
             wait = min(60.0, wait if wait is not None else self.backoff * 2 ** attempt)
             log.warning("%s%s: %s; retry %d/%d in %.1fs", url, what, reason, attempt + 1, self.max_retries, wait)
-            self.stats["retries"] = self.stats.get("retries", 0) + 1
+            self.stats["retries"] += 1
             time.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -218,7 +223,7 @@ class OpenAICompatBackend:
     # ------------------------------------------------------------------------------------------- generation
     def request_body(self, prompt: str, params: GenerationParams, seed: int) -> dict[str, Any]:
         body: dict[str, Any] = dict(model=self.model, prompt=prompt, max_tokens=params.max_new_tokens, n=1,
-                                    stream=False, seed=seed % 0xFFFFFFFF, add_special_tokens=False)
+                                    stream=False, seed=seed % 0xFFFFFFFF, add_special_tokens=False, cache_prompt=False)
         if params.greedy:
             body.update(temperature=0.0, top_p=1.0)
         else:

@@ -25,6 +25,9 @@ GPU, or to lower latency; for throughput on a model that fits one GPU, N indepen
 number of attention heads. ``gpu_memory_utilization`` (default 0.9) is the share of each GPU's memory vLLM may
 take for weights and KV cache; lower it when other processes share the GPUs. ``dtype`` is passed to vLLM
 (``auto``: the checkpoint's, bfloat16/float16). ``max_model_len`` caps the context (and the KV cache needed).
+``sdft distill``/``sdft eval`` have no vLLM options: from the command line these settings come from the
+environment, ``SDFT_VLLM_TENSOR_PARALLEL_SIZE``, ``SDFT_VLLM_GPU_MEMORY_UTILIZATION``, ``SDFT_VLLM_DTYPE`` and
+``SDFT_VLLM_MAX_MODEL_LEN`` (keyword arguments win); they do not enter run fingerprints.
 
 **Adapters.** A PEFT LoRA folder is applied per request (``enable_lora``); its rank must be at most
 ``max_lora_rank`` (default 64).
@@ -32,8 +35,9 @@ take for weights and KV cache; lower it when other processes share the GPUs. ``d
 
 from __future__ import annotations
 
+import os
 import time
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from .base import Completion, GenerationParams, cut_at_stop
 
@@ -50,14 +54,35 @@ def sampling_kwargs(params: GenerationParams, seed: int) -> dict:
     return kw
 
 
+def _setting(value: Any, env: str, cast: Callable[[str], Any], default: Any) -> Any:
+    """The keyword argument when given, else ``$SDFT_VLLM_<env>``, else ``default``."""
+    if value is not None:
+        return value
+    raw = os.environ.get(f"SDFT_VLLM_{env}")
+    if not raw:
+        return default
+    try:
+        return cast(raw)
+    except ValueError:
+        raise ValueError(f"SDFT_VLLM_{env}={raw!r} is not a valid value") from None
+
+
 class VLLMBackend:
     name = "vllm"
 
-    def __init__(self, model_dir: str, *, adapter: str | None = None, tensor_parallel_size: int = 1,
-                 gpu_memory_utilization: float = 0.9, dtype: str = "auto", max_model_len: int | None = None,
-                 max_lora_rank: int = 64, trust_remote_code: bool = False, enforce_eager: bool = False, **_):
-        from vllm import LLM
-
+    def __init__(self, model_dir: str, *, adapter: str | None = None, tensor_parallel_size: int | None = None,
+                 gpu_memory_utilization: float | None = None, dtype: str | None = None,
+                 max_model_len: int | None = None, max_lora_rank: int = 64, trust_remote_code: bool = False,
+                 enforce_eager: bool = False, **_):
+        tensor_parallel_size = _setting(tensor_parallel_size, "TENSOR_PARALLEL_SIZE", int, 1)
+        gpu_memory_utilization = _setting(gpu_memory_utilization, "GPU_MEMORY_UTILIZATION", float, 0.9)
+        dtype = _setting(dtype, "DTYPE", str, "auto")
+        max_model_len = _setting(max_model_len, "MAX_MODEL_LEN", int, None)
+        try:
+            from vllm import LLM
+        except ImportError as e:
+            raise ValueError(f"backend 'vllm' is not usable here: {e} (install it with pip install -e '.[vllm]'; "
+                             "it needs a CUDA GPU)") from None
         kwargs = dict(model=str(model_dir), tokenizer=str(model_dir), tensor_parallel_size=int(tensor_parallel_size),
                       gpu_memory_utilization=float(gpu_memory_utilization), dtype=dtype,
                       trust_remote_code=trust_remote_code, enforce_eager=enforce_eager)
