@@ -85,7 +85,7 @@ def _make_vllm(request):
 MAKERS = {"hf": _make_hf, "llamacpp": _make_llamacpp, "openai": _make_openai, "vllm": _make_vllm}
 PER_POSITION_SEEDS = {"llamacpp", "openai", "vllm"}
 EMPTY_IS_NOT_SENT = {"llamacpp", "openai", "vllm"}
-TOO_LONG_ERROR = {"hf": (ValueError, r"prompt 1"),  # not yet: an expected failure, see the test
+TOO_LONG_ERROR = {"hf": (ValueError, r"prompt 1 has \d+ tokens but the model's context is \d+"),
                   "llamacpp": (ValueError, r"prompt 1 has \d+ tokens but a llama.cpp slot holds 512"),
                   "openai": ("ServerError", r"\(prompt 1\): HTTP 400: .*exceeds the available context size"),
                   "vllm": (ValueError, r"prompt 1 has \d+ tokens but vLLM's max_model_len is 1024")}
@@ -157,9 +157,6 @@ def test_empty_prompt_does_not_crash_the_batch(backend):
 
 
 def test_prompt_longer_than_the_context(backend, request):
-    if backend.name == "hf":
-        request.applymarker(pytest.mark.xfail(strict=True, reason="HFBackend checks no context length: it runs "
-                                              "past the model's trained context without an error"))
     exc, pattern = TOO_LONG_ERROR[backend.name]
     if isinstance(exc, str):
         from sdft.generation.openai_compat import ServerError as exc  # noqa: N813

@@ -65,6 +65,11 @@ class HFBackend:
 
         out: list[Completion | None] = [None] * len(prompts)
         enc = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        for i, ids in enumerate(enc):  # past the trained context a model runs on silently, producing junk
+            if limit and len(ids) >= limit:
+                raise ValueError(f"prompt {i} has {len(ids)} tokens but the model's context is {limit} "
+                                 f"(max_position_embeddings); shorten it or raise the cutoff")
         order = sorted(range(len(prompts)), key=lambda i: -len(enc[i]))
         eos = self._eos_ids()
         t0 = time.perf_counter()
