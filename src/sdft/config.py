@@ -154,9 +154,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 class TrainConfig:
     """``sdft train``: vanilla or SDFT fine-tuning with TRL's SFTTrainer and PEFT."""
 
-    data: str  # a `sdft distill` folder, or Alpaca-style data (vanilla only)
+    data: str  # a `sdft distill` folder, or Alpaca-style data (vanilla or onpolicy only)
     out: str
-    method: str = "sdft"  # sdft (targets = checked rewrites) | vanilla (targets = original responses)
+    method: str = "sdft"  # sdft (targets = checked rewrites) | vanilla (original responses) | onpolicy (TRL's
+    # on-policy self-distillation, Shenfeld et al. 2026: see sdft.onpolicy)
     model: str = "default"
     task: str | None = None  # default: the distillation's task (decides the prompt template and epochs)
     dataset_dir: str | None = None
@@ -184,6 +185,8 @@ class TrainConfig:
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     gradient_checkpointing: bool = False
     padding_free: bool = False
+    max_completion_length: int | None = None  # onpolicy: sampled tokens per prompt (default: longest demonstration)
+    onpolicy_teacher: str = "base"  # onpolicy: base (frozen seed model) | ema (the paper's) | live (the student)
     eval_split: float = 0.0  # held-out share for eval loss
     report_to: str = "none"  # passed to the trainer: tensorboard, wandb, mlflow ...
     logging_steps: int = 1

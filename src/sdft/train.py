@@ -1,5 +1,8 @@
 """``sdft train``: vanilla or SDFT fine-tuning — TRL's ``SFTTrainer`` with PEFT LoRA, configured, not forked.
 
+``train`` dispatches on ``cfg.method`` through ``TRAINERS``: ``vanilla`` and ``sdft`` are ``train_sft`` below;
+``onpolicy`` (TRL's on-policy self-distillation, a baseline from another paper) lives in :mod:`sdft.onpolicy`.
+
 Vanilla and SDFT read the same `sdft distill` folder and differ only in the targets: vanilla trains on
 ``original``, SDFT on ``output`` (the checked rewrite, or the original where the rewrite was rejected).
 ``mix_ratio`` r (paper Figs. 7-8) takes one seeded permutation of the rows; the first round(r·n) use ``output``,
@@ -35,8 +38,7 @@ class TrainError(ValueError):
 def resolve_config(cfg: TrainConfig) -> TrainConfig:
     if cfg.preset not in PRESETS:
         raise TrainError(f"--preset '{cfg.preset}': use one of {', '.join(PRESETS)}")
-    if cfg.method not in {"sdft", "vanilla"}:
-        raise TrainError(f"--method '{cfg.method}': use sdft or vanilla")
+    trainer_for(cfg.method)  # an unknown method fails here, before any model is loaded
     if cfg.finetuning not in {"lora", "full", "qlora"}:
         raise TrainError(f"--finetuning '{cfg.finetuning}': use lora, full or qlora")
     if cfg.mix_ratio is not None and not 0.0 <= cfg.mix_ratio <= 1.0:
@@ -59,7 +61,7 @@ def load_rows(cfg: TrainConfig) -> tuple[list[dict[str, Any]], str, Path]:
         return sorted(rows, key=lambda r: r["index"]), cfg.task or dcfg.get("task", "alpaca"), path / "rows.jsonl"
     if cfg.method == "sdft" and (cfg.mix_ratio is None or cfg.mix_ratio > 0):
         raise TrainError(f"{cfg.data}: SDFT trains on a `sdft distill` folder (rows.jsonl); plain data can only "
-                         "be used with --method vanilla")
+                         "be used with --method vanilla or onpolicy")
     task = get_task(cfg.task or "alpaca")
     src = resolve_source(cfg.data, cfg.dataset_dir, cfg.columns or (task.columns or None))
     examples = load_examples(src)
@@ -143,7 +145,8 @@ def _check_out(out: Path, cfg: TrainConfig) -> None:
     if cfg.resume:  # a resumed run may extend its budget
         keep |= {"max_steps", "epochs"}
     old = {k: v for k, v in read_json(prev).items() if k not in keep}
-    new = {k: v for k, v in to_dict(cfg).items() if k not in keep}
+    defaults = to_dict(TrainConfig(data="", out=""))  # a key added to TrainConfig later counts as its default
+    new = {k: v for k, v in to_dict(cfg).items() if k not in keep and (k in old or v != defaults.get(k))}
     if old != new and not cfg.overwrite:
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         raise TrainError(f"{out}: holds a run with a different config (differs in: {', '.join(diff)}); "
@@ -153,7 +156,20 @@ def _check_out(out: Path, cfg: TrainConfig) -> None:
             raise TrainError(f"{out}: already holds a finished run; pass --overwrite to train again")
 
 
-def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
+def peft_config(cfg: TrainConfig) -> Any:
+    """The PEFT LoRA config of a resolved ``cfg`` (None for full fine-tuning); every method uses this one."""
+    if cfg.finetuning not in {"lora", "qlora"}:
+        return None
+    from peft import LoraConfig
+
+    targets: Any = "all-linear" if cfg.lora_targets == "all-linear" else [
+        t.strip() for t in cfg.lora_targets.split(",") if t.strip()]
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=targets, task_type="CAUSAL_LM")
+
+
+def train_sft(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
+    """Vanilla and SDFT: supervised fine-tuning on the chosen targets."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
@@ -185,14 +201,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
     dtype = pick_dtype(cfg.dtype)
     model = AutoModelForCausalLM.from_pretrained(str(model_ref.hf_dir), dtype=dtype,
                                                  trust_remote_code=cfg.trust_remote_code)
-    peft_config = None
-    if cfg.finetuning in {"lora", "qlora"}:
-        from peft import LoraConfig
-
-        targets: Any = "all-linear" if cfg.lora_targets == "all-linear" else [
-            t.strip() for t in cfg.lora_targets.split(",") if t.strip()]
-        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                                 target_modules=targets, task_type="CAUSAL_LM")
+    lora = peft_config(cfg)
     if cfg.finetuning == "qlora":
         if not torch.cuda.is_available():
             raise TrainError("--finetuning qlora needs a CUDA GPU and bitsandbytes; use lora on this machine")
@@ -208,7 +217,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
         use_cpu=not torch.cuda.is_available(), disable_tqdm=False, dataloader_num_workers=0,
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, eval_dataset=eval_dataset,
-                         processing_class=tokenizer, peft_config=peft_config)
+                         processing_class=tokenizer, peft_config=lora)
     resume = cfg.resume and any((out / "checkpoints").glob("checkpoint-*"))
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=True if resume else None)
@@ -217,7 +226,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
         return TrainResult(out, {})
     trainer.save_model(str(out))
     tokenizer.save_pretrained(str(out))
-    if cfg.merge and peft_config is not None:
+    if cfg.merge and lora is not None:
         merged = trainer.model.merge_and_unload()
         merged.save_pretrained(str(out / "merged"), safe_serialization=True)
         tokenizer.save_pretrained(str(out / "merged"))
@@ -240,6 +249,31 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
     log(f"trained {manifest['steps']} steps: loss {_fmt(manifest['loss_first'])} → {_fmt(manifest['loss_last'])}, "
         f"{manifest['train_tokens_per_s']} tokens/s, {mix_stats['share_changed']:.0%} of targets rewritten → {out}")
     return TrainResult(out, manifest)
+
+
+def _onpolicy(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
+    from .onpolicy import run_onpolicy  # imported on use: it needs TRL's experimental trainer
+
+    return run_onpolicy(cfg, log)
+
+
+TRAINERS: dict[str, Callable[[TrainConfig, Callable[[str], None]], TrainResult]] = {
+    "vanilla": train_sft,  # SFT on the original responses
+    "sdft": train_sft,  # SFT on the seed model's checked rewrites (Yang et al.)
+    "onpolicy": _onpolicy,  # TRL's on-policy self-distillation (Shenfeld et al.), see sdft.onpolicy
+}
+
+
+def trainer_for(method: str) -> Callable[[TrainConfig, Callable[[str], None]], TrainResult]:
+    try:
+        return TRAINERS[method]
+    except KeyError:
+        raise TrainError(f"--method '{method}': unknown; use one of {', '.join(TRAINERS)}") from None
+
+
+def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
+    """``sdft train``: the trainer registered for ``cfg.method`` (see ``TRAINERS``)."""
+    return trainer_for(cfg.method)(cfg, log)
 
 
 def _fmt(x: float | None) -> str:
