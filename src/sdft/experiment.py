@@ -3,9 +3,10 @@
 One YAML describes the seed model, data, methods (``seed``, ``vanilla``, ``sdft``, ``vanilla-fair`` /
 ``sdft-fair`` with the fair LoRA preset, and the ``onpolicy`` baseline), seeds and sweeps (training-set sizes,
 mix ratios, distillation templates), and evaluation. It expands into distill → train → eval (→ shift) stages.
-Each stage's folder is ``<out>/stages/<kind>-<hash>`` where the hash covers everything the stage depends on (its own settings and its
-inputs' hashes), so a re-run reuses finished stages, a killed run resumes inside the stage it was in (every
-stage is itself resumable), and changing one knob re-runs only what it touches. ``--dry-run`` prints the plan.
+Each stage's folder is ``<out>/stages/<kind>-<hash>`` where the hash covers everything the stage depends on (its
+own settings and its inputs' hashes), so a re-run reuses finished stages, a killed run resumes inside the stage
+it was in (every stage is itself resumable), and changing one knob re-runs only what it touches. ``--dry-run``
+prints the plan.
 """
 
 from __future__ import annotations
