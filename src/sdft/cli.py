@@ -130,7 +130,7 @@ def train(
     data: Optional[str] = typer.Option(None, help="a `sdft distill` folder, or Alpaca data (vanilla only)"),
     out: Optional[str] = typer.Option(None, help="output folder"),
     config: Optional[Path] = typer.Option(None, help="YAML config (a `train:` section or top-level keys)"),
-    method: Optional[str] = typer.Option(None, help="sdft | vanilla"),
+    method: Optional[str] = typer.Option(None, help="sdft | vanilla | onpolicy (TRL's on-policy self-distillation)"),
     model: Optional[str] = typer.Option(None, help="seed model: embedded alias, .gguf file or HF folder"),
     task: Optional[str] = typer.Option(None, help="default: the distillation's task"),
     preset: Optional[str] = typer.Option(None, help="paper (LoRA r8/16 q,v) | fair (r64/128 all linear)"),
@@ -154,12 +154,15 @@ def train(
     report_to: Optional[str] = typer.Option(None, help="none | tensorboard | wandb | mlflow"),
     save_steps: Optional[int] = typer.Option(None),
     merge: Optional[bool] = typer.Option(None, help="also save the merged model"),
+    max_completion_length: Optional[int] = typer.Option(None, help="onpolicy: tokens sampled per prompt"),
+    onpolicy_teacher: Optional[str] = typer.Option(None, help="onpolicy: base | ema | live"),
     ddp_backend: Optional[str] = typer.Option(None, help="e.g. gloo for multi-process CPU"),
     resume: bool = typer.Option(False, help="continue from the last checkpoint"),
     overwrite: bool = typer.Option(False),
     cache_dir: Optional[str] = typer.Option(None),
 ) -> None:
-    """Fine-tune on the original responses (vanilla) or the distilled ones (SDFT) with TRL + PEFT."""
+    """Fine-tune on the original responses (vanilla) or the distilled ones (SDFT) with TRL + PEFT, or run TRL's
+    on-policy self-distillation (onpolicy) on the same rows as a baseline."""
     from . import config as cfgmod
     from .train import train as run
 
