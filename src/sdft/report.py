@@ -114,7 +114,7 @@ def comparison_table(data: dict, a: str = "vanilla", b: str = "sdft") -> tuple[l
         m = e["meta"]
         if m.get("arm") in (a, b):
             pairs[(m.get("seed"), _group_key(m))][m["arm"]] = e
-    header = ["task", "seed", "n train", "seed model", f"{a} → {b} (Δ)", "items only vanilla / only SDFT right",
+    header = ["task", "seed", "n train", "seed model", f"{a} → {b} (Δ)", f"items only {a} / only {b} better",
               "McNemar p"]
     rows = []
     for (seed, (n, _tmpl)), arms in sorted(pairs.items(), key=lambda kv: str(kv[0])):
@@ -225,6 +225,11 @@ def shift_section(data: dict, figdir: Path) -> list[Block]:
     return blocks
 
 
+PAIRED = (("vanilla", "sdft"), ("vanilla-fair", "sdft-fair"), ("vanilla", "onpolicy"), ("sdft", "onpolicy"))
+ARM_NAMES = {"vanilla": "Vanilla", "sdft": "SDFT", "vanilla-fair": "Vanilla (fair preset)",
+             "sdft-fair": "SDFT (fair preset)", "onpolicy": "on-policy self-distillation (TRL)"}
+
+
 def write_report(root: str | Path) -> Path:
     root = Path(root)
     data = collect(root)
@@ -237,11 +242,13 @@ def write_report(root: str | Path) -> Path:
                                  "Wilson intervals [lo, hi] and the number of evaluated items.")]
     header, rows, tasks = score_table(data)
     blocks += [("h2", "Scores by arm (paper Tables 1-2 layout)"), ("table", header, rows)]
-    ch, cr = comparison_table(data)
-    if cr:
-        blocks += [("h2", "Vanilla → SDFT, paired on the same items"),
-                   ("p", "Δ in points; McNemar's exact test on items where exactly one arm is right. p ≥ 0.05 means "
-                         "the difference is not distinguishable from noise at this n."), ("table", ch, cr)]
+    for a, b in PAIRED:
+        ch, cr = comparison_table(data, a, b)
+        if cr:
+            blocks += [("h2", f"{ARM_NAMES[a]} → {ARM_NAMES[b]}, paired on the same items"),
+                       ("p", "Δ in points; McNemar's exact test on items where exactly one arm is right (for the "
+                             "judged win rate: a sign test on items whose pair scores differ). p ≥ 0.05 means the "
+                             "difference is not distinguishable from noise at this n."), ("table", ch, cr)]
     for p in sweep_plots(data, figdir):
         blocks.append(("img", p, p.stem))
     blocks += shift_section(data, figdir)
