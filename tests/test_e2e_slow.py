@@ -53,3 +53,34 @@ def test_quick_experiment_end_to_end(tmp_path):
         assert section in md
     stages = json.loads((out / "experiment.json").read_text())["stages"]
     assert all((Path(s["folder"]) / "STAGE.json").exists() for s in stages)
+
+
+def test_eval_every_task_on_embedded_model(tmp_path):
+    """`sdft eval` on 20 rows of every task with SmolLM2 (llama.cpp), the win rate judged by SmolLM2 itself:
+    every task produces 20 scored samples, a results table, and resumes without regenerating."""
+    from sdft.evaltasks import EVAL_TASKS
+
+    out = tmp_path / "ev"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    tasks = sorted(EVAL_TASKS)
+    cmd = [sys.executable, "-m", "sdft", "eval", "--model", "smollm2-135m", "--tasks", ",".join(tasks), "--limit",
+           "20", "--max-new-tokens", "48", "--judge", "smollm2-135m", "--out", str(out), "--no-progress"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=2400)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = {x["task"]: x for x in json.loads((out / "results.json").read_text())}
+    assert set(res) == set(tasks)
+    for t, x in res.items():
+        assert x["backend"] == "llamacpp" and x["prompt_format"] == "chat"
+        rows = [json.loads(l) for l in (out / t / "samples.jsonl").read_text().splitlines()]
+        assert len(rows) == 20 and all(row["output"] is not None for row in rows)
+        if t != "alpacaeval":
+            assert x["n"] == 20 and 0.0 <= x["score"] <= 1.0 and x["correct"] == sum(row["correct"] for row in rows)
+    assert res["alpacaeval"]["pairs"] == 20 and res["alpacaeval"]["judge"]["model"] == "smollm2-135m"
+    assert (out / "alpacaeval" / "model_outputs.json").exists()
+    assert "| gsm8k | accuracy |" in (out / "results.md").read_text()
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    again_res = {x["task"]: x["score"] for x in json.loads((out / "results.json").read_text())}
+    assert again_res == {t: x["score"] for t, x in res.items()}
+    for t in tasks:  # nothing generated twice
+        assert len((out / t / "generations.jsonl").read_text().splitlines()) == 20
