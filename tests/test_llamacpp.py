@@ -66,9 +66,12 @@ def test_from_model_without_gguf():
 
 
 @needs_gguf
-def test_peft_adapter_folder_not_supported(tmp_path):
-    with pytest.raises(NotImplementedError, match="PEFT"):
+def test_adapter_that_is_no_peft_folder_nor_gguf(tmp_path):  # PEFT folders are converted: tests/test_gguf_lora.py
+    with pytest.raises(FileNotFoundError, match="PEFT LoRA adapter folder"):
         LlamaCppBackend(GGUF, adapter=str(tmp_path))
+    (tmp_path / "lora.bin").write_bytes(b"")
+    with pytest.raises(ValueError, match="neither a PEFT adapter folder nor a GGUF LoRA file"):
+        LlamaCppBackend(GGUF, adapter=str(tmp_path / "lora.bin"))
 
 
 @needs_gguf

@@ -192,6 +192,7 @@ class TrainConfig:
     logging_steps: int = 1
     save_steps: int = 50
     merge: bool = False  # also save the merged full model
+    export_gguf: bool = False  # also write out/adapter.gguf: the LoRA for llama.cpp, against the base model's GGUF
     resume: bool = False  # continue from the last checkpoint in `out`
     ddp_backend: str | None = None  # e.g. gloo for multi-process CPU runs
     cache_dir: str | None = None

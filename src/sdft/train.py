@@ -43,6 +43,9 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         raise TrainError(f"--finetuning '{cfg.finetuning}': use lora, full or qlora")
     if cfg.mix_ratio is not None and not 0.0 <= cfg.mix_ratio <= 1.0:
         raise TrainError(f"--mix-ratio {cfg.mix_ratio}: must be between 0 and 1")
+    if cfg.export_gguf and cfg.finetuning == "full":
+        raise TrainError("export_gguf converts a LoRA adapter; a full fine-tune has none (convert its model folder "
+                         "with llama.cpp's convert_hf_to_gguf.py)")
     return replace(cfg, **PRESETS[cfg.preset])
 
 
@@ -141,7 +144,7 @@ def _check_out(out: Path, cfg: TrainConfig) -> None:
     prev = out / "config.json"
     if not prev.exists():
         return
-    keep = {"resume", "overwrite", "out", "report_to", "cache_dir", "save_steps", "logging_steps"}
+    keep = {"resume", "overwrite", "out", "report_to", "cache_dir", "save_steps", "logging_steps", "export_gguf"}
     if cfg.resume:  # a resumed run may extend its budget
         keep |= {"max_steps", "epochs"}
     old = {k: v for k, v in read_json(prev).items() if k not in keep}
@@ -273,7 +276,30 @@ def trainer_for(method: str) -> Callable[[TrainConfig, Callable[[str], None]], T
 
 def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
     """``sdft train``: the trainer registered for ``cfg.method`` (see ``TRAINERS``)."""
-    return trainer_for(cfg.method)(cfg, log)
+    result = trainer_for(cfg.method)(cfg, log)
+    if cfg.export_gguf and result.manifest:
+        export_gguf(result, cfg, log)
+    return result
+
+
+def export_gguf(result: TrainResult, cfg: TrainConfig, log: Callable[[str], None] = print) -> None:
+    """``out/adapter.gguf``: the LoRA converted against the base model's GGUF (:mod:`sdft.gguf_lora`), the file
+    ``sdft eval --adapter out --backend llamacpp`` loads. A failure is logged and recorded, never fatal: the
+    adapter itself is saved and still works with ``--backend hf``."""
+    from .gguf_lora import LoraConversionError, convert_lora
+    from .models import resolve_model
+
+    base = resolve_model(cfg.model, cfg.cache_dir, log=log).gguf
+    try:
+        if base is None:
+            raise LoraConversionError(f"the base model {cfg.model} has no GGUF file for llama.cpp")
+        path = convert_lora(result.out, base)
+        result.manifest["gguf_lora"] = {"path": str(path), "base_gguf": str(base)}
+        log(f"GGUF LoRA for llama.cpp → {path}")
+    except (LoraConversionError, OSError) as e:
+        result.manifest["gguf_lora"] = {"error": str(e)}
+        log(f"export_gguf skipped: {e}")
+    atomic_write_json(result.out / "manifest.json", result.manifest)
 
 
 def _fmt(x: float | None) -> str:

@@ -49,7 +49,9 @@ def generate_in_chunks(backend: Backend, prompts: list[str], params: GenerationP
 
 
 def pick_backend(name: str, model: Any, adapter: str | None = None) -> str:
-    """``auto``: vllm on a GPU when installed, llamacpp for a GGUF without a PEFT adapter, else hf."""
+    """``auto``: vllm on a GPU when installed; else llamacpp for a model with a GGUF, also with an adapter that is a
+    GGUF LoRA file or a PEFT LoRA folder that converts to one (:mod:`sdft.gguf_lora`: exact up to the base's
+    quantisation); else hf (e.g. a DoRA adapter, or a model without a GGUF)."""
     if name != "auto":
         return name
     import importlib.util
@@ -62,6 +64,13 @@ def pick_backend(name: str, model: Any, adapter: str | None = None) -> str:
         gpu = False
     if gpu and "vllm" in BACKENDS and importlib.util.find_spec("vllm"):
         return "vllm"
-    if getattr(model, "gguf", None) and not adapter:
+    gguf = getattr(model, "gguf", None)
+    if gguf and (not adapter or str(adapter).endswith(".gguf") or _converts(adapter, gguf)):
         return "llamacpp"
     return "hf"
+
+
+def _converts(adapter: str, gguf: Any) -> bool:
+    from ..gguf_lora import unsupported_reason
+
+    return unsupported_reason(adapter, gguf) is None
