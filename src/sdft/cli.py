@@ -154,6 +154,7 @@ def train(
     report_to: Optional[str] = typer.Option(None, help="none | tensorboard | wandb | mlflow"),
     save_steps: Optional[int] = typer.Option(None),
     merge: Optional[bool] = typer.Option(None, help="also save the merged model"),
+    export_gguf: Optional[bool] = typer.Option(None, help="also write adapter.gguf for the llamacpp backend"),
     max_completion_length: Optional[int] = typer.Option(None, help="onpolicy: tokens sampled per prompt"),
     onpolicy_teacher: Optional[str] = typer.Option(None, help="onpolicy: base | ema | live"),
     ddp_backend: Optional[str] = typer.Option(None, help="e.g. gloo for multi-process CPU"),
