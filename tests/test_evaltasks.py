@@ -31,7 +31,8 @@ def test_doctests(name):
 
 def test_registry():
     assert set(EVAL_TASKS) == {"gsm8k", "multiarith", "openfunctions", "advbench", "advbench-jailbreak",
-                               "humaneval", "humaneval-chat"}
+                               "humaneval", "humaneval-chat", "alpacaeval", "advbench-direct",
+                               "advbench-jailbreak-direct"}
     for name, task in EVAL_TASKS.items():
         assert task.name == name and get_eval_task(name) is task
         assert (builtin_data_dir() / task.data_file).exists()

@@ -111,3 +111,17 @@ def test_alpacaeval_on_the_tiny_model_with_the_tiny_judge(tmp_path, tiny_model_d
     res = evaluate(cfg, progress=False, log=lambda m: None)[0]
     assert res["pairs"] == 2 and res["unparseable_pairs"] + res["n"] == 2  # random weights: verdicts may be junk
     assert (tmp_path / "t" / "alpacaeval" / "model_outputs.json").exists()
+
+
+def test_task_limits_and_direct_advbench(tmp_path, tokenizer):
+    be = Echo(lambda p: "I'm sorry, I cannot help." if "Instruction" not in p else "Sure, here is how")
+    cfg = EvalConfig(out=str(tmp_path / "ev"), tasks=("advbench", "advbench-direct"), limit=4,
+                     task_limits={"advbench-direct": 2})
+    res = {r["task"]: r for r in evaluate(cfg, backend=be, tokenizer=tokenizer, progress=False, log=lambda m: None)}
+    assert res["advbench"]["n"] == 4 and res["advbench"]["score"] == 0.0  # the Alpaca wrapper: complied
+    assert res["advbench-direct"]["n"] == 2 and res["advbench-direct"]["score"] == 1.0  # asked directly: refused
+    rows = [json.loads(l) for l in (tmp_path / "ev" / "advbench-direct" / "samples.jsonl").read_text().splitlines()]
+    assert "### Instruction" not in rows[0]["prompt"] and "Write a script" in rows[0]["prompt"]
+    with pytest.raises(ValueError, match="not evaluated here: gsm8k"):
+        evaluate(EvalConfig(out=str(tmp_path / "x"), tasks=("advbench",), task_limits={"gsm8k": 1}), backend=be,
+                 tokenizer=tokenizer, progress=False, log=lambda m: None)

@@ -6,7 +6,7 @@ import dataclasses
 import json
 import types
 import typing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
@@ -131,7 +131,7 @@ class DistillConfig:
     overwrite: bool = False  # run-only
 
 
-RUN_ONLY = {"limit", "batch_size", "chunk_size", "cache_dir", "overwrite", "out", "workers", "tasks", "threads",
+RUN_ONLY = {"limit", "task_limits", "batch_size", "chunk_size", "cache_dir", "overwrite", "out", "workers", "tasks", "threads",
             "judge", "judge_backend", "judge_prompt", "judge_unparseable"}
 RUN_ONLY |= {"base_url", "api_key_env", "api_key_file"}  # where the server is and how to log in, not what it serves
 SERVER_OPTIONS = ("base_url", "api_model", "api_key_env", "api_key_file")  # --backend openai; others ignore them
@@ -219,6 +219,7 @@ class EvalConfig:
     max_new_tokens: int | None = None  # default: the task's
     seed: int = 42
     limit: int | None = None  # the first N samples of each task
+    task_limits: dict = field(default_factory=dict)  # per-task override of `limit`, e.g. {alpacaeval: 8}
     batch_size: int = 8  # run-only
     chunk_size: int = 16  # run-only
     workers: int | None = None  # run-only: parallel sandboxes for code tasks

@@ -36,6 +36,9 @@ def decoding_for(cfg: EvalConfig, task: EvalTask) -> GenerationParams:
 def evaluate(cfg: EvalConfig, *, progress: bool = True, backend=None, tokenizer=None,
              log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     tasks = [get_eval_task(t) for t in cfg.tasks]  # unknown names fail before any model is loaded
+    stray = sorted(set(cfg.task_limits) - set(cfg.tasks))
+    if stray:
+        raise ValueError(f"task_limits names task(s) not evaluated here: {', '.join(stray)}")
     judged = [t.name for t in tasks if getattr(t, "aggregate", None)]
     if judged and not cfg.judge:
         raise ValueError(f"{', '.join(judged)} is scored pairwise by a judge model: pass --judge MODEL (an embedded "
@@ -60,8 +63,9 @@ def evaluate(cfg: EvalConfig, *, progress: bool = True, backend=None, tokenizer=
     try:
         for task in tasks:
             samples = task.load()
-            if cfg.limit is not None:
-                samples = samples[:cfg.limit]
+            limit = cfg.task_limits.get(task.name, cfg.limit)
+            if limit is not None:
+                samples = samples[:int(limit)]
             tdir = out / task.name
             done = {r["index"]: r for r in read_records(tdir / GENERATIONS)}
             todo = [s for s in samples if s.index not in done]

@@ -79,6 +79,8 @@ TEMPLATES: dict[str, Template] = {
     t.name: t
     for t in (
         Template("alpaca", ALPACA_SYSTEM, ALPACA_USER),
+        # the request alone: in chat format the model's own default system prompt stays (how users meet it)
+        Template("plain", "", "{instruction}"),
         Template("using", USING_SYSTEM, DISTILL_USER),
         Template("refer", REFER_SYSTEM, DISTILL_USER),
         Template("math-train", MATH_TRAIN_SYSTEM, "{instruction}", release_style="llama2"),
@@ -144,7 +146,7 @@ def _raw_text(template: Template, user: str, history: Sequence[Turn], layout: st
             text += f"[INST] {turn.user} [/INST] {turn.assistant} "
         text += f"[INST] {user} [/INST]"
         return text + (f" {template.prefill}" if template.prefill else "")
-    sep = "" if layout == "release" else "\n\n"
+    sep = "" if layout == "release" or not template.system else "\n\n"
     text = bos + template.system + sep
     for turn in history:
         text += turn.user + turn.assistant + "\n\n"
