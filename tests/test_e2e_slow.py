@@ -38,7 +38,8 @@ def test_distill_gsm8k_on_embedded_model(tmp_path, backend):
 
 
 def test_quick_experiment_end_to_end(tmp_path):
-    """configs/demo-quick.yaml on SmolLM2: distill → gap → train → eval → shift → report, through the CLI."""
+    """configs/demo-quick.yaml on SmolLM2: distill → gap → train (vanilla, SDFT, on-policy) → eval → shift →
+    report, through the CLI."""
     from pathlib import Path
 
     cfg = Path(__file__).resolve().parents[1] / "configs" / "demo-quick.yaml"
@@ -49,8 +50,11 @@ def test_quick_experiment_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"report: {out / 'report.html'}" in r.stdout
     md = (out / "report.md").read_text()
-    for section in ("Scores by arm", "Vanilla → SDFT", "Drift from the seed", "Distribution gap", "Training"):
+    for section in ("Scores by arm", "Vanilla → SDFT", "Drift from the seed", "Distribution gap", "Training",
+                    "Vanilla → on-policy self-distillation (TRL)", "SDFT → on-policy self-distillation (TRL)"):
         assert section in md
+    arms = {line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| ")}
+    assert {"seed", "vanilla", "sdft", "onpolicy"} <= arms  # all four methods side by side
     stages = json.loads((out / "experiment.json").read_text())["stages"]
     assert all((Path(s["folder"]) / "STAGE.json").exists() for s in stages)
 
