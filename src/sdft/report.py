@@ -218,13 +218,16 @@ def shift_section(data: dict, figdir: Path) -> list[Block]:
 
         for metric, series in per_arm.items():
             p = figdir / f"shift-{metric}.png"
-            histogram(series, p, f"per-sample {metric} to the seed model's answers")
+            label = METRIC_LABELS.get(metric, metric)
+            histogram(series, p, f"per-sample {label} to the seed model's answers",
+                      xlabel=f"{label} to the seed model's answer")
             blocks.append(("img", p, f"Fig. 9 style: {metric}, means marked"))
     except ImportError:
         pass
     return blocks
 
 
+METRIC_LABELS = {"cosine": "embedding cosine similarity", "bleu4": "BLEU-4", "rougeL": "ROUGE-L"}
 PAIRED = (("vanilla", "sdft"), ("vanilla-fair", "sdft-fair"), ("vanilla", "onpolicy"), ("sdft", "onpolicy"))
 ARM_NAMES = {"vanilla": "Vanilla", "sdft": "SDFT", "vanilla-fair": "Vanilla (fair preset)",
              "sdft-fair": "SDFT (fair preset)", "onpolicy": "on-policy self-distillation (TRL)"}
