@@ -73,12 +73,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import TrainConfig, to_dict
-from .data import file_sha256
 from .store import atomic_write_json, atomic_write_text
 from .tasks import get_task
 from .templates import Template, Turn, bos_prefix, default_prompt_format, get_template, render
-from .train import (TrainError, TrainResult, _check_out, _fmt, _versions, choose_targets, default_epochs, load_rows,
-                    peft_config, resolve_config, write_loss_curve)
+from .train import (TrainError, TrainResult, _check_out, _fmt, base_manifest, choose_targets, default_epochs,
+                    load_rows, peft_config, resolve_config, write_loss_curve)
 
 TEACHER_WORDING = ("\n\nThis is an example for a response to the question:\n",
                    "\n\nNow answer with a response of your own, including the thinking process.")
@@ -267,22 +266,17 @@ def run_onpolicy(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainR
     ran = done - start  # steps of this session (a resumed run continues from `start`)
     student_tokens = ran * per_step * tok_stats["prompt_tokens"] / max(len(examples), 1) + generated
     tok_stats["generated_tokens"] = round(generated)
-    manifest = {
-        "method": cfg.method, "task": task.name, "template": template.name, "prompt_format": fmt,
-        "model": {"name": model_ref.name, "source": model_ref.source}, "data": {
-            "path": str(data_path), "sha256": file_sha256(data_path), "rows_available": len(rows)},
-        "targets": {**mix_stats, "note": "targets are the teacher's in-context demonstrations, never trained on"},
-        "tokens": tok_stats, "epochs": epochs, "steps": done,
-        "loss_first": losses[0]["loss"] if losses else None, "loss_last": losses[-1]["loss"] if losses else None,
-        "train_runtime_s": round(wall, 2), "seconds_per_step": round(wall / ran, 3) if ran else None,
+    manifest = base_manifest(cfg, task, template, fmt, model_ref, data_path, rows,
+                             {**mix_stats, "note": "targets are the teacher's in-context demonstrations, never "
+                                                   "trained on"}, tok_stats, epochs, done, losses, wall, resume,
+                             result.metrics)
+    manifest.update({
+        "seconds_per_step": round(wall / ran, 3) if ran else None,
         "train_tokens_per_s": round(student_tokens / wall, 2) if wall else None,
         "onpolicy": {"trainer": "trl.experimental.sdft.SDFTTrainer", "teacher": cfg.onpolicy_teacher,
                      "teacher_wording": "".join(TEACHER_WORDING), "num_generations": args.num_generations,
                      "prompts_per_step": per_step, "max_completion_length": completion_len,
-                     "max_prompt_length": cfg.cutoff_len, "temperature": args.temperature, **DIVERGENCE},
-        "resumed": bool(resume), "config": to_dict(cfg), "versions": _versions(),
-        "trainer_metrics": result.metrics,
-    }
+                     "max_prompt_length": cfg.cutoff_len, "temperature": args.temperature, **DIVERGENCE}})
     atomic_write_json(out / "manifest.json", manifest)
     atomic_write_text(out / "README.md", model_card(manifest))
     log(f"trained {done} on-policy steps: loss {_fmt(manifest['loss_first'])} → {_fmt(manifest['loss_last'])}, "

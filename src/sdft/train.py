@@ -14,13 +14,11 @@ SmolLM2 pads with its eos token).
 
 from __future__ import annotations
 
-import json
-import math
 import random
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from .config import PRESETS, TrainConfig, to_dict
 from .data import Example, file_sha256, load_examples, resolve_source
@@ -237,21 +235,29 @@ def train_sft(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResu
     losses = [h for h in history if "loss" in h]
     write_loss_curve(out, history)
     trained_tokens = sum(len(f["input_ids"]) for f in dataset) * (trainer.state.epoch or 0)
-    manifest = {
-        "method": cfg.method, "task": task.name, "template": template.name, "prompt_format": fmt,
-        "model": {"name": model_ref.name, "source": model_ref.source}, "data": {
-            "path": str(data_path), "sha256": file_sha256(data_path), "rows_available": len(rows)},
-        "targets": mix_stats, "tokens": tok_stats, "epochs": epochs, "steps": trainer.state.global_step,
-        "loss_first": losses[0]["loss"] if losses else None, "loss_last": losses[-1]["loss"] if losses else None,
-        "train_runtime_s": round(wall, 2), "train_tokens_per_s": round(trained_tokens / wall, 2) if wall else None,
-        "resumed": bool(resume), "config": to_dict(cfg), "versions": _versions(),
-        "trainer_metrics": result.metrics,
-    }
+    manifest = base_manifest(cfg, task, template, fmt, model_ref, data_path, rows, mix_stats, tok_stats, epochs,
+                             trainer.state.global_step, losses, wall, resume, result.metrics)
+    manifest["train_tokens_per_s"] = round(trained_tokens / wall, 2) if wall else None
     atomic_write_json(out / "manifest.json", manifest)
     atomic_write_text(out / "README.md", model_card(manifest))
     log(f"trained {manifest['steps']} steps: loss {_fmt(manifest['loss_first'])} → {_fmt(manifest['loss_last'])}, "
         f"{manifest['train_tokens_per_s']} tokens/s, {mix_stats['share_changed']:.0%} of targets rewritten → {out}")
     return TrainResult(out, manifest)
+
+
+def base_manifest(cfg: TrainConfig, task: Any, template: Any, fmt: str, model_ref: Any, data_path: Path,
+                  rows: Sequence[Any], targets: dict, tok_stats: dict, epochs: Any, steps: int, losses: list[dict],
+                  wall: float, resume: Any, metrics: dict) -> dict[str, Any]:
+    """The manifest fields every training method writes (the report and `sdft eval` read these)."""
+    return {
+        "method": cfg.method, "task": task.name, "template": template.name, "prompt_format": fmt,
+        "model": {"name": model_ref.name, "source": model_ref.source}, "data": {
+            "path": str(data_path), "sha256": file_sha256(data_path), "rows_available": len(rows)},
+        "targets": targets, "tokens": tok_stats, "epochs": epochs, "steps": steps,
+        "loss_first": losses[0]["loss"] if losses else None, "loss_last": losses[-1]["loss"] if losses else None,
+        "train_runtime_s": round(wall, 2), "resumed": bool(resume), "config": to_dict(cfg), "versions": _versions(),
+        "trainer_metrics": metrics,
+    }
 
 
 def _onpolicy(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
