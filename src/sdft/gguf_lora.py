@@ -166,7 +166,7 @@ def read_base(base_gguf: str | Path) -> BaseInfo:
                     int(meta.get(f"{arch}.attention.head_count_kv", n_head)), dims)
 
 
-def _pattern_value(patterns: dict | None, module: str, default):
+def pattern_value(patterns: dict | None, module: str, default):
     """PEFT's rank_pattern / alpha_pattern lookup (``peft.utils.other.get_pattern_key``)."""
     for key, value in (patterns or {}).items():
         if re.match(rf"(.*\.)?({key})$", module):
@@ -174,10 +174,8 @@ def _pattern_value(patterns: dict | None, module: str, default):
     return default
 
 
-def read_adapter(adapter_dir: str | Path) -> tuple[dict, dict[str, dict[str, np.ndarray]]]:
-    """The adapter's config and ``{module: {"A": (r, in), "B": (out, r)}}`` as float32 arrays."""
-    from safetensors import safe_open
-
+def adapter_config(adapter_dir: str | Path) -> tuple[dict, Path, Path]:
+    """``(config, config file, weights file)`` of a PEFT LoRA adapter folder; clear errors for anything else."""
     adapter_dir = Path(adapter_dir)
     cfg_file, weights = adapter_dir / CONFIG, adapter_dir / WEIGHTS
     for f in (cfg_file, weights):
@@ -186,6 +184,14 @@ def read_adapter(adapter_dir: str | Path) -> tuple[dict, dict[str, dict[str, np.
     cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
     if cfg.get("peft_type", "LORA") != "LORA":
         raise LoraConversionError(f"{cfg_file}: peft_type {cfg.get('peft_type')!r} is not LORA")
+    return cfg, cfg_file, weights
+
+
+def read_adapter(adapter_dir: str | Path) -> tuple[dict, dict[str, dict[str, np.ndarray]]]:
+    """The adapter's config and ``{module: {"A": (r, in), "B": (out, r)}}`` as float32 arrays."""
+    from safetensors import safe_open
+
+    cfg, cfg_file, weights = adapter_config(adapter_dir)
     for key, why in UNSUPPORTED_OPTIONS.items():
         if cfg.get(key):
             raise LoraConversionError(f"{cfg_file}: {key}={cfg[key]!r} cannot be converted to GGUF ({why})")
@@ -215,7 +221,7 @@ def file_alpha(cfg: dict) -> float:
 
 def module_scale(cfg: dict, module: str, r: int) -> float:
     """PEFT's scaling of ``B @ A`` for one module (rank and alpha patterns, rsLoRA)."""
-    alpha = float(_pattern_value(cfg.get("alpha_pattern"), module, cfg["lora_alpha"]))
+    alpha = float(pattern_value(cfg.get("alpha_pattern"), module, cfg["lora_alpha"]))
     return alpha / (math.sqrt(r) if cfg.get("use_rslora") else r)
 
 

@@ -377,14 +377,6 @@ def shift_report(run_a: str | Path, run_b: str | Path, task: str = "advbench", o
 # weight distance
 
 
-def _pattern_value(patterns: dict | None, module: str, default):
-    """PEFT's rank_pattern / alpha_pattern lookup: a key matches a module name it ends (after a dot) in."""
-    for key, value in (patterns or {}).items():
-        if re.match(rf"(.*\.)?({key})$", module):
-            return value
-    return default
-
-
 def lora_distance(adapter_dir: str | Path) -> dict:
     """Frobenius norm of the weight update of a PEFT LoRA adapter (formula in the module docstring). Returns
     ``{"total", "per_module": {module: norm}, "n_modules", "r", "lora_alpha", "use_rslora", "skipped": [keys]}``;
@@ -392,14 +384,9 @@ def lora_distance(adapter_dir: str | Path) -> dict:
     import torch
     from safetensors import safe_open
 
-    adapter_dir = Path(adapter_dir)
-    cfg_file, weights = adapter_dir / "adapter_config.json", adapter_dir / "adapter_model.safetensors"
-    for f in (cfg_file, weights):
-        if not f.is_file():
-            raise FileNotFoundError(f"{f}: not found (expected a PEFT LoRA adapter folder)")
-    cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
-    if cfg.get("peft_type", "LORA") != "LORA":
-        raise ValueError(f"{cfg_file}: peft_type {cfg.get('peft_type')!r} is not LORA")
+    from .gguf_lora import adapter_config, pattern_value
+
+    cfg, cfg_file, weights = adapter_config(adapter_dir)
     if cfg.get("use_dora"):
         raise ValueError(f"{cfg_file}: DoRA adapters rescale W as well; their distance is not (alpha/r)·B·A")
     r0, alpha0, rs = int(cfg["r"]), float(cfg["lora_alpha"]), bool(cfg.get("use_rslora", False))
@@ -426,10 +413,10 @@ def lora_distance(adapter_dir: str | Path) -> dict:
             if b.shape[1] != r:
                 raise ValueError(f"{weights}: {parts['B']} has shape {tuple(b.shape)}, not (out, r={r})")
             name = module.removeprefix("base_model.model.")
-            want_r = int(_pattern_value(cfg.get("rank_pattern"), name, r0))
+            want_r = int(pattern_value(cfg.get("rank_pattern"), name, r0))
             if want_r != r:
                 raise ValueError(f"{weights}: {parts['A']} has rank {r}, the config says r={want_r}")
-            alpha = float(_pattern_value(cfg.get("alpha_pattern"), name, alpha0))
+            alpha = float(pattern_value(cfg.get("alpha_pattern"), name, alpha0))
             scale = alpha / math.sqrt(r) if rs else alpha / r
             sq = float(((b.T @ b) * (a @ a.T)).sum())  # ||B A||_F^2 = tr(Aᵀ BᵀB A) = <BᵀB, AAᵀ>
             bias_key = module + ".lora_B.bias"
