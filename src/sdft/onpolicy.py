@@ -74,10 +74,9 @@ from typing import Any, Callable
 
 from .config import TrainConfig, to_dict
 from .store import atomic_write_json, atomic_write_text
-from .tasks import get_task
-from .templates import Template, Turn, bos_prefix, default_prompt_format, get_template, render
-from .train import (TrainError, TrainResult, _check_out, _fmt, base_manifest, choose_targets, default_epochs,
-                    load_rows, peft_config, resolve_config, write_loss_curve)
+from .templates import Template, Turn, bos_prefix, render
+from .train import (TrainError, TrainResult, _fmt, base_manifest, default_epochs, peft_config,
+                    prepare_run, resolve_config, write_loss_curve)
 
 TEACHER_WORDING = ("\n\nThis is an example for a response to the question:\n",
                    "\n\nNow answer with a response of your own, including the thinking process.")
@@ -171,7 +170,6 @@ def run_onpolicy(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainR
     from transformers import AutoModelForCausalLM
 
     from .generation.hf import pick_dtype
-    from .models import load_tokenizer, resolve_model
 
     SDFTConfig, SDFTTrainer = _trl_sdft()
     cfg = resolve_config(cfg)
@@ -181,15 +179,7 @@ def run_onpolicy(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainR
         raise TrainError(f"--max-completion-length {cfg.max_completion_length}: must be at least 1")
     if cfg.finetuning == "qlora" and not torch.cuda.is_available():
         raise TrainError("--finetuning qlora needs a CUDA GPU and bitsandbytes; use lora on this machine")
-    out = Path(cfg.out)
-    _check_out(out, cfg)
-    rows, task_name, data_path = load_rows(cfg)
-    task = get_task(task_name)
-    template = get_template(cfg.template or task.train_template)
-    model_ref = resolve_model(cfg.model, cfg.cache_dir, log=log)
-    tokenizer = load_tokenizer(model_ref, cfg.trust_remote_code)
-    fmt = default_prompt_format(tokenizer) if cfg.prompt_format == "auto" else cfg.prompt_format
-    pairs, mix_stats = choose_targets(rows, cfg.method, cfg.mix_ratio, cfg.num_samples, cfg.seed)
+    out, rows, data_path, task, template, model_ref, tokenizer, fmt, pairs, mix_stats = prepare_run(cfg, log)
     examples, tok_stats = build_examples(pairs, tokenizer, template, fmt, cfg.layout, cfg.cutoff_len)
     if tok_stats["truncated_rows"]:
         log(f"warning: {tok_stats['truncated_rows']} teacher prompt(s) exceed cutoff_len {cfg.cutoff_len} and "

@@ -18,7 +18,7 @@ import random
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 from .config import PRESETS, TrainConfig, to_dict
 from .data import Example, file_sha256, load_examples, resolve_source
@@ -169,17 +169,24 @@ def peft_config(cfg: TrainConfig) -> Any:
                       target_modules=targets, task_type="CAUSAL_LM")
 
 
-def train_sft(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
-    """Vanilla and SDFT: supervised fine-tuning on the chosen targets."""
-    import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM
-    from trl import SFTConfig, SFTTrainer
+class RunInputs(NamedTuple):
+    out: Path
+    rows: list
+    data_path: Path
+    task: Any
+    template: Any
+    model_ref: Any
+    tokenizer: Any
+    fmt: str
+    pairs: list
+    mix_stats: dict
 
-    from .generation.hf import pick_dtype
+
+def prepare_run(cfg: TrainConfig, log: Callable[[str], None] = print) -> RunInputs:
+    """What every training method starts from: the checked output folder, the rows and their chosen targets,
+    the task, template, seed model, tokenizer and prompt format."""
     from .models import load_tokenizer, resolve_model
 
-    cfg = resolve_config(cfg)
     out = Path(cfg.out)
     _check_out(out, cfg)
     rows, task_name, data_path = load_rows(cfg)
@@ -189,6 +196,20 @@ def train_sft(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResu
     tokenizer = load_tokenizer(model_ref, cfg.trust_remote_code)
     fmt = default_prompt_format(tokenizer) if cfg.prompt_format == "auto" else cfg.prompt_format
     pairs, mix_stats = choose_targets(rows, cfg.method, cfg.mix_ratio, cfg.num_samples, cfg.seed)
+    return RunInputs(out, rows, data_path, task, template, model_ref, tokenizer, fmt, pairs, mix_stats)
+
+
+def train_sft(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
+    """Vanilla and SDFT: supervised fine-tuning on the chosen targets."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    from .generation.hf import pick_dtype
+
+    cfg = resolve_config(cfg)
+    out, rows, data_path, task, template, model_ref, tokenizer, fmt, pairs, mix_stats = prepare_run(cfg, log)
     feats, tok_stats = tokenize(pairs, tokenizer, template, fmt, cfg.layout, cfg.cutoff_len)
     dataset = Dataset.from_list(feats)
     eval_dataset = None
