@@ -4,6 +4,9 @@
 
 (tiny check: ``--rows 8 --epochs 1 --threads 1``, one optimizer step each.)
 
+``--repeats 2`` runs the arms in ABBA order (ours, plain, plain, ours) and reports the ratio of the summed
+tokens over the summed seconds, so a slow drift of the machine's speed does not favour either arm.
+
 Both runs: LoRA r 8 / alpha 16 on q_proj,v_proj, lr 1e-4 cosine, batch 2 x 4, float32, no gradient checkpointing
 (TRL's SFTConfig turns on bf16 autocast and gradient checkpointing by default; the plain run switches both off, as
 bf16 is emulated on CPUs without bf16 instructions: ~14x slower here), the same 64 GSM8K rows
@@ -61,6 +64,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=64)
     ap.add_argument("--epochs", type=float, default=2)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--repeats", type=int, default=1, help="run each arm this many times, ABBA order")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch CPU threads (default: all cores)")
     a = ap.parse_args()
 
@@ -72,7 +76,7 @@ def main() -> None:
     from sdft.data import load_examples, resolve_source
     from sdft.models import load_tokenizer, resolve_model
     from sdft.tasks.gsm8k import normalize_answer
-    from sdft.train import train
+    from sdft.train import choose_targets, train
 
     ref = resolve_model(a.model)
     tok = load_tokenizer(ref)
@@ -81,22 +85,54 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="sdft-bench-"))
     data = tmp / "gsm.json"
     data.write_text(json.dumps([{"question": r.instruction, "answer": r.output} for r in rows]))
+    def run_ours(i: int) -> dict:
+        m = train(TrainConfig(data=str(data), out=str(tmp / f"ours{i}"), method="vanilla", task="gsm8k",
+                              model=a.model, epochs=a.epochs, cutoff_len=512, dtype="float32", save_steps=10_000,
+                              seed=a.seed), log=lambda m: None).manifest
+        return {"tokens_per_s": m["train_tokens_per_s"], "seconds": m["train_runtime_s"], "steps": m["steps"],
+                "loss_first": m["loss_first"], "loss_last": m["loss_last"]}
+
+    # The plain run gets the rows in the order `sdft train` trains on (its seeded permutation); both trainers then
+    # shuffle with the same seed, so every batch pairs the same rows and pads the same way in both arms. Otherwise
+    # the ratio mostly measures which arm happened to pair rows of similar length (padding is computed, not counted).
+    pairs, _ = choose_targets([{"index": r.index, "instruction": r.instruction, "input": r.input,
+                                "output": r.output, "original": r.output} for r in rows], "vanilla", None, None, a.seed)
+    by_index = {r.index: r for r in rows}
+    plain_rows = [by_index[row["index"]] for row, _ in pairs]
+
+    def run_plain(i: int) -> dict:
+        return plain_sft(ref.hf_dir, tok, plain_rows, a.epochs, tmp / f"plain{i}", a.seed)
+
+    order = []
+    for i in range(a.repeats):  # ABBA: ours, plain, plain, ours, ...
+        order += [("ours", i), ("plain", i)] if i % 2 == 0 else [("plain", i), ("ours", i)]
+    runs: dict[str, list[dict]] = {"ours": [], "plain": []}
     try:
-        ours = train(TrainConfig(data=str(data), out=str(tmp / "ours"), method="vanilla", task="gsm8k",
-                                 model=a.model, epochs=a.epochs, cutoff_len=512, dtype="float32", save_steps=10_000,
-                                 seed=a.seed), log=lambda m: None).manifest
-        plain = plain_sft(ref.hf_dir, tok, rows, a.epochs, tmp / "plain", a.seed)
+        for arm, i in order:
+            r = (run_ours if arm == "ours" else run_plain)(i)
+            runs[arm].append(r)
+            print(f"  run {len(runs['ours']) + len(runs['plain'])}/{len(order)} ({arm}): "
+                  f"{r['tokens_per_s']:.1f} tokens/s, {r['seconds']:.0f}s", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"model {a.model}, {a.rows} GSM8K rows, {a.epochs} epochs, LoRA r8 q/v, batch 2x4, fp32, "
-          f"{a.threads} threads on {os.cpu_count()} CPUs")
-    print(f"(ours)  sdft train:        {ours['train_tokens_per_s']:.1f} tokens/s, {ours['steps']} steps, "
-          f"{ours['train_runtime_s']:.0f}s, loss {ours['loss_first']:.3f} -> {ours['loss_last']:.3f}")
-    print(f"(plain) TRL SFTTrainer:    {plain['tokens_per_s']:.1f} tokens/s, {plain['steps']} steps, "
-          f"{plain['seconds']:.0f}s, loss {plain['loss_first']:.3f} -> {plain['loss_last']:.3f}")
-    print(f"ratio ours/plain: {ours['train_tokens_per_s'] / plain['tokens_per_s']:.2f} (target >= 1.0); "
-          f"our loss went down: {ours['loss_last'] < ours['loss_first'] if ours['steps'] > 1 else 'n/a (1 step)'}")
 
+    def pooled(rs: list[dict]) -> float:  # total tokens / total seconds
+        return sum(r["tokens_per_s"] * r["seconds"] for r in rs) / sum(r["seconds"] for r in rs)
+
+    def each(rs: list[dict]) -> str:
+        return ", ".join(f"{r['tokens_per_s']:.1f}" for r in rs)
+
+    ours, plain = runs["ours"][0], runs["plain"][0]
+    print(f"model {a.model}, {a.rows} GSM8K rows, {a.epochs} epochs, LoRA r8 q/v, batch 2x4, fp32, "
+          f"{a.threads} threads on {os.cpu_count()} CPUs, {a.repeats} run(s) per arm")
+    print(f"(ours)  sdft train:        {pooled(runs['ours']):.1f} tokens/s "
+          f"(runs: {each(runs['ours'])}), {ours['steps']} steps, "
+          f"loss {ours['loss_first']:.3f} -> {ours['loss_last']:.3f}")
+    print(f"(plain) TRL SFTTrainer:    {pooled(runs['plain']):.1f} tokens/s "
+          f"(runs: {each(runs['plain'])}), {plain['steps']} steps, "
+          f"loss {plain['loss_first']:.3f} -> {plain['loss_last']:.3f}")
+    print(f"ratio ours/plain: {pooled(runs['ours']) / pooled(runs['plain']):.2f} (target >= 1.0); "
+          f"our loss went down: {ours['loss_last'] < ours['loss_first'] if ours['steps'] > 1 else 'n/a (1 step)'}")
 
 if __name__ == "__main__":
     main()

@@ -77,3 +77,41 @@ def test_mcnemar():
     assert mcnemar_exact(0, 0) == 1.0
     assert mcnemar_exact(10, 0) < 0.01
     assert mcnemar_exact(2, 3) == pytest.approx(1.0)
+
+
+def test_several_datasets_plan_run_and_report_side_by_side(tmp_path, tiny_model_dir):
+    other = tmp_path / "gsm-b.json"
+    other.write_text(json.dumps([{"question": f"What is {i} times 2?", "answer": f"{i}*2={2 * i}\nThe answer is {2 * i}."}
+                                 for i in range(1, 7)]))
+    p = write_cfg(tmp_path, tiny_model_dir, mix_ratios=[0.5], datasets=[
+        {"name": "plus", "data": str(tmp_path / "gsm.json"), "task": "gsm8k"},
+        {"name": "times", "data": str(other), "task": "gsm8k", "train": {"max_steps": 1}}])
+    cfg = load_experiment(p)
+    stages = plan(cfg)
+    assert sum(s.kind == "distill" for s in stages) == 2 and sum(s.kind == "train" for s in stages) == 6
+    assert sum(s.kind == "eval" for s in stages) == 7  # one seed eval shared by both training sets
+    trains = {s.meta["dataset"]: s.config for s in stages if s.kind == "train" and s.meta["arm"] == "vanilla"}
+    assert trains["plus"].max_steps == 2 and trains["times"].max_steps == 1  # per-dataset train refines the shared
+    assert len({s.key for s in stages}) == len(stages)
+    # the single-dataset form keeps its stage keys (existing runs stay cached)
+    single = plan(load_experiment(write_cfg(tmp_path, tiny_model_dir)))
+    one = plan(load_experiment(write_cfg(tmp_path, tiny_model_dir, datasets=[
+        {"name": "gsm8k", "data": str(tmp_path / "gsm.json"), "task": "gsm8k"}])))
+    assert [s.key for s in single] == [s.key for s in one]
+
+    report = run_experiment(cfg, progress=False, log=lambda m: None)  # (write_cfg above rewrote the file)
+    md = (report.parent / "report.md").read_text()
+    assert "trained on" in md and "| plus |" in md and "| times |" in md
+    assert "times: vanilla" in md  # drift rows name their training set
+    assert (report.parent / "report" / "mix-gsm8k.png").exists()  # 0 / 0.5 / 1 per training set
+
+
+@pytest.mark.parametrize("bad, match", [
+    ([{"name": "a", "data": "x.json"}], r"\[datasets\]\[0\]: missing task"),
+    ([{"name": "a", "data": "x", "task": "gsm8k", "epochs": 3}], r"\[datasets\]\[0\]: unknown key\(s\) epochs"),
+    ([{"name": "a", "data": "x", "task": "gsm8k", "train": {"lr": 1}}], r"\[datasets\]\[0\] \[train\]: unknown key"),
+    ([{"name": "a", "data": "x", "task": "gsm8k"}, {"name": "a", "data": "y", "task": "gsm8k"}], "duplicate name"),
+])
+def test_bad_dataset_entries_name_the_entry(tmp_path, tiny_model_dir, bad, match):
+    with pytest.raises(ConfigError, match=match):
+        load_experiment(write_cfg(tmp_path, tiny_model_dir, datasets=bad))

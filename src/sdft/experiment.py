@@ -1,6 +1,6 @@
 """``sdft experiment CONFIG``: the paper's comparison as a DAG of cached stages.
 
-One YAML describes the seed model, data, methods (``seed``, ``vanilla``, ``sdft``, ``vanilla-fair`` /
+One YAML describes the seed model, data (one dataset, or several under ``datasets:``), methods (``seed``, ``vanilla``, ``sdft``, ``vanilla-fair`` /
 ``sdft-fair`` with the fair LoRA preset, and the ``onpolicy`` baseline), seeds and sweeps (training-set sizes,
 mix ratios, distillation templates), and evaluation. It expands into distill → train → eval (→ shift) stages.
 Each stage's folder is ``<out>/stages/<kind>-<hash>`` where the hash covers everything the stage depends on (its
@@ -46,6 +46,49 @@ class ExperimentConfig:
     shift_task: str | None = "advbench"  # per-sample drift from the seed's answers on this eval task (Fig. 9)
     gap: bool = True  # seed-model NLL of original vs distilled targets (`sdft gap`)
     cache_dir: str | None = None
+    # several training sets in one comparison: [{name, data, task, dataset_dir?, distill?, train?}]; each entry's
+    # distill/train mappings refine the shared ones. Empty: the single dataset given by data/task/dataset_dir.
+    datasets: tuple[dict, ...] = ()
+
+
+DATASET_KEYS = {"name", "data", "task", "dataset_dir", "distill", "train"}
+
+
+def dataset_entries(cfg: ExperimentConfig) -> list[dict]:
+    """The experiment's training sets, each with a name (the task's name for the single-dataset form)."""
+    if not cfg.datasets:
+        return [{"name": cfg.task, "data": cfg.data, "task": cfg.task, "dataset_dir": cfg.dataset_dir,
+                 "distill": {}, "train": {}}]
+    return [{"dataset_dir": None, "distill": {}, "train": {}, **d} for d in cfg.datasets]
+
+
+def _check_datasets(cfg: ExperimentConfig, where: str) -> None:
+    names = []
+    for i, d in enumerate(cfg.datasets):
+        ctx = f"{where} [datasets][{i}]"
+        if not isinstance(d, dict):
+            raise ConfigError(f"{ctx}: expected a mapping with name, data and task")
+        bad = sorted(set(d) - DATASET_KEYS)
+        if bad:
+            raise ConfigError(f"{ctx}: unknown key(s) {', '.join(bad)}; known: {', '.join(sorted(DATASET_KEYS))}")
+        missing = [k for k in ("name", "data", "task") if not d.get(k)]
+        if missing:
+            raise ConfigError(f"{ctx}: missing {', '.join(missing)}")
+        names.append(d["name"])
+        for section, cls in (("distill", DistillConfig), ("train", TrainConfig)):
+            _check_section(d.get(section) or {}, cls, f"{ctx} [{section}]")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"{where} [datasets]: duplicate name(s) {', '.join(dup)}")
+
+
+def _check_section(values: Any, cls: type, ctx: str) -> None:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{ctx}: expected a mapping of {cls.__name__} keys")
+    known = {f.name for f in fields(cls)}
+    bad = sorted(set(values) - known)
+    if bad:
+        raise ConfigError(f"{ctx}: unknown key(s) {', '.join(bad)}; known: {', '.join(sorted(known))}")
 
 
 @dataclass
@@ -88,10 +131,8 @@ def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -
     if unknown:
         raise ConfigError(f"{p}: unknown method(s) {unknown}; use {', '.join(METHODS)}")
     for section, cls in (("distill", DistillConfig), ("train", TrainConfig), ("eval", EvalConfig)):
-        known = {f.name for f in fields(cls)}
-        bad = sorted(set(getattr(cfg, section)) - known)
-        if bad:
-            raise ConfigError(f"{p} [{section}]: unknown key(s) {', '.join(bad)}; known: {', '.join(sorted(known))}")
+        _check_section(getattr(cfg, section), cls, f"{p} [{section}]")
+    _check_datasets(cfg, str(p))
     return cfg
 
 
@@ -115,36 +156,9 @@ def plan(cfg: ExperimentConfig) -> list[Stage]:
     if "seed" in cfg.methods:
         seed_eval = eval_stage("eval seed model", None, {"arm": "seed"})
     trained = [m for m in cfg.methods if METHODS[m]]
-    for seed in cfg.seeds:
-        for template in (cfg.templates or (None,)):
-            if not trained:
-                break
-            d = {"data": cfg.data, "task": cfg.task, "dataset_dir": cfg.dataset_dir, "model": cfg.model,
-                 "seed": seed, "template": template, "cache_dir": cfg.cache_dir, **cfg.distill}
-            dkey = _hash({k: v for k, v in d.items() if k not in {"cache_dir", "batch_size", "chunk_size"}})
-            dist = Stage("distill", dkey, f"distill seed={seed}" + (f" template={template}" if template else ""),
-                         None, [], {"seed": seed, "template": template})
-            dist.config = build(DistillConfig, {**d, "out": str(dist.folder(root))}, "distill")
-            stages.append(dist)
-            if cfg.gap:
-                stages.append(Stage("gap", _hash({"gap": dkey}), f"gap seed={seed}" + (f" template={template}" if template else ""),
-                                    {"distill": dkey}, [dkey], {"seed": seed, "template": template}))
-            sizes = cfg.num_samples or (None,)
-            arms: list[tuple[str, float | None]] = [(m, None) for m in trained]
-            arms += [(f"sdft-mix{r:g}", r) for r in cfg.mix_ratios]
-            for n in sizes:
-                for arm, mix in arms:
-                    method, preset = METHODS.get(arm) or ("sdft", "paper")
-                    t = {"data": str(dist.folder(root)), "method": method, "preset": preset, "model": cfg.model,
-                         "seed": seed, "num_samples": n, "mix_ratio": mix, "cache_dir": cfg.cache_dir, **cfg.train}
-                    tkey = _hash({"train": {k: v for k, v in t.items() if k not in {"cache_dir", "data"}},
-                                  "distill": dkey})
-                    meta = {"arm": arm, "seed": seed, "num_samples": n, "mix_ratio": mix, "template": template}
-                    tr = Stage("train", tkey, f"train {arm} seed={seed}" + (f" n={n}" if n else "")
-                               + (f" template={template}" if template else ""), None, [dkey], meta)
-                    tr.config = build(TrainConfig, {**t, "out": str(tr.folder(root))}, "train")
-                    stages.append(tr)
-                    stages.append(eval_stage(f"eval {tr.label[6:]}", tr, meta))
+    entries = dataset_entries(cfg)
+    for ds in entries:
+        stages += _dataset_stages(cfg, ds, trained, root, eval_stage, named=len(entries) > 1)
     if seed_eval:
         stages.insert(0, seed_eval)
     if cfg.shift_task and seed_eval and cfg.shift_task in _eval_tasks(cfg):
@@ -152,6 +166,47 @@ def plan(cfg: ExperimentConfig) -> list[Stage]:
             key = _hash({"shift": cfg.shift_task, "a": seed_eval.key, "b": st.key})
             stages.append(Stage("shift", key, f"shift {st.label[5:]}", {"task": cfg.shift_task,
                                 "seed_eval": seed_eval.key, "eval": st.key}, [seed_eval.key, st.key], st.meta))
+    return stages
+
+
+def _dataset_stages(cfg: ExperimentConfig, ds: dict, trained: list[str], root: Path,
+                    eval_stage: Callable[[str, Stage | None, dict], Stage], named: bool) -> list[Stage]:
+    """distill → gap → train → eval stages of one training set (every seed, template, size and arm)."""
+    stages: list[Stage] = []
+    prefix = f"{ds['name']} " if named else ""
+    for seed in cfg.seeds:
+        for template in (cfg.templates or (None,)):
+            if not trained:
+                break
+            d = {"data": ds["data"], "task": ds["task"], "dataset_dir": ds["dataset_dir"], "model": cfg.model,
+                 "seed": seed, "template": template, "cache_dir": cfg.cache_dir, **cfg.distill, **ds["distill"]}
+            dkey = _hash({k: v for k, v in d.items() if k not in {"cache_dir", "batch_size", "chunk_size"}})
+            suffix = f" seed={seed}" + (f" template={template}" if template else "")
+            dist = Stage("distill", dkey, f"{prefix}distill{suffix}", None, [],
+                         {"dataset": ds["name"], "seed": seed, "template": template})
+            dist.config = build(DistillConfig, {**d, "out": str(dist.folder(root))}, "distill")
+            stages.append(dist)
+            if cfg.gap:
+                stages.append(Stage("gap", _hash({"gap": dkey}), f"{prefix}gap{suffix}", {"distill": dkey}, [dkey],
+                                    {"dataset": ds["name"], "seed": seed, "template": template}))
+            sizes = cfg.num_samples or (None,)
+            arms: list[tuple[str, float | None]] = [(m, None) for m in trained]
+            arms += [(f"sdft-mix{r:g}", r) for r in cfg.mix_ratios]
+            for n in sizes:
+                for arm, mix in arms:
+                    method, preset = METHODS.get(arm) or ("sdft", "paper")
+                    t = {"data": str(dist.folder(root)), "method": method, "preset": preset, "model": cfg.model,
+                         "seed": seed, "num_samples": n, "mix_ratio": mix, "cache_dir": cfg.cache_dir, **cfg.train,
+                         **ds["train"]}
+                    tkey = _hash({"train": {k: v for k, v in t.items() if k not in {"cache_dir", "data"}},
+                                  "distill": dkey})
+                    meta = {"dataset": ds["name"], "arm": arm, "seed": seed, "num_samples": n, "mix_ratio": mix,
+                            "template": template}
+                    tr = Stage("train", tkey, f"train {prefix}{arm} seed={seed}" + (f" n={n}" if n else "")
+                               + (f" template={template}" if template else ""), None, [dkey], meta)
+                    tr.config = build(TrainConfig, {**t, "out": str(tr.folder(root))}, "train")
+                    stages.append(tr)
+                    stages.append(eval_stage(f"eval {tr.label[6:]}", tr, meta))
     return stages
 
 

@@ -79,7 +79,18 @@ def collect(root: Path) -> dict[str, Any]:
 
 
 def _group_key(meta: dict) -> tuple:
-    return (meta.get("num_samples"), meta.get("template"))
+    return (meta.get("dataset") or "", meta.get("num_samples"), meta.get("template"))
+
+
+def _datasets(data: dict) -> list[str]:
+    """The training sets of the run, in plan order (one entry for a single-dataset experiment)."""
+    return list(dict.fromkeys(s["meta"]["dataset"] for s in data["stages"] if s["meta"].get("dataset")))
+
+
+def _arm_label(meta: dict, data: dict) -> str:
+    """The arm, prefixed with its training set when the run has several."""
+    arm = meta.get("arm") or ""
+    return f"{meta['dataset']}: {arm}" if len(_datasets(data)) > 1 and meta.get("dataset") else arm
 
 
 def score_table(data: dict) -> tuple[list[str], list[list[str]], list[str]]:
@@ -88,10 +99,12 @@ def score_table(data: dict) -> tuple[list[str], list[list[str]], list[str]]:
     for e in data["evals"]:
         m = e["meta"]
         by_arm[(m.get("arm"), _group_key(m))].append(e)
-    header = ["arm", "n train", "template", "seeds"] + tasks
+    multi = len(_datasets(data)) > 1
+    header = ["arm"] + (["trained on"] if multi else []) + ["n train", "template", "seeds"] + tasks
     rows = []
-    for (arm, (n, tmpl)), runs in sorted(by_arm.items(), key=lambda kv: (kv[0][0] != "seed", str(kv[0]))):
-        row = [arm, str(n or "all"), tmpl or "default", str(len(runs))]
+    order = lambda kv: (kv[0][0] != "seed", kv[0][1][0], str(kv[0]))  # noqa: E731 — seed first, then by dataset
+    for (arm, (ds, n, tmpl)), runs in sorted(by_arm.items(), key=order):
+        row = [arm] + ([ds or "—"] if multi else []) + [str(n or "all"), tmpl or "default", str(len(runs))]
         for t in tasks:
             rs = [r["results"][t] for r in runs if t in r["results"]]
             if not rs:
@@ -114,10 +127,11 @@ def comparison_table(data: dict, a: str = "vanilla", b: str = "sdft") -> tuple[l
         m = e["meta"]
         if m.get("arm") in (a, b):
             pairs[(m.get("seed"), _group_key(m))][m["arm"]] = e
-    header = ["task", "seed", "n train", "seed model", f"{a} → {b} (Δ)", f"items only {a} / only {b} better",
-              "McNemar p"]
+    multi = len(_datasets(data)) > 1
+    header = (["trained on"] if multi else []) + ["task", "seed", "n train", "seed model", f"{a} → {b} (Δ)",
+                                                  f"items only {a} / only {b} better", "McNemar p"]
     rows = []
-    for (seed, (n, _tmpl)), arms in sorted(pairs.items(), key=lambda kv: str(kv[0])):
+    for (seed, (ds, n, _tmpl)), arms in sorted(pairs.items(), key=lambda kv: str(kv[0])):
         if a not in arms or b not in arms:
             continue
         for t in sorted(arms[a]["results"]):
@@ -129,7 +143,7 @@ def comparison_table(data: dict, a: str = "vanilla", b: str = "sdft") -> tuple[l
             only_a = sum(sa[i] > sb[i] for i in common)  # discordant items: an exact sign test (McNemar
             only_b = sum(sb[i] > sa[i] for i in common)  # for 0/1 scores), judged ties count as the middle
             base = seed_runs[0]["results"].get(t) if seed_runs else None
-            rows.append([t, str(seed), str(n or "all"), _pct(base["score"]) if base else "—",
+            rows.append(([ds] if multi else []) + [t, str(seed), str(n or "all"), _pct(base["score"]) if base else "—",
                          f"{_pct(ra['score'])} → {_pct(rb['score'])} ({100 * (rb['score'] - ra['score']):+.1f})",
                          f"{only_a} / {only_b}", f"{mcnemar_exact(only_a, only_b):.3g}"])
     return header, rows
@@ -165,17 +179,18 @@ def sweep_plots(data: dict, figdir: Path) -> list[Path]:
             m, r = e["meta"], e["results"].get(t)
             if r is None or m.get("arm") == "seed":
                 continue
+            sdft_series = _arm_label({**m, "arm": "sdft"}, data)
             if m.get("num_samples"):
-                by_n[m["arm"]].append((m["num_samples"], 100 * r["score"]))
-            if m.get("arm", "").startswith("sdft"):
+                by_n[_arm_label(m, data)].append((m["num_samples"], 100 * r["score"]))
+            if m.get("arm", "").startswith("sdft") and "fair" not in m["arm"]:
                 mix = m.get("mix_ratio")
-                by_mix["sdft"].append((1.0 if mix is None else mix, 100 * r["score"]))
+                by_mix[sdft_series].append((1.0 if mix is None else mix, 100 * r["score"]))
             if m.get("arm") == "vanilla":
-                by_mix["sdft"].append((0.0, 100 * r["score"]))
+                by_mix[sdft_series].append((0.0, 100 * r["score"]))
         if any(len(v) > 1 for v in by_n.values()):
             out.append(_plot(figdir / f"size-{t}.png", by_n, "training rows", f"{t} score (%)",
                              f"{t} vs training-set size (Figs. 5-6)"))
-        if len({x for x, _ in by_mix.get("sdft", [])}) > 2:
+        if any(len({x for x, _ in pts}) > 2 for pts in by_mix.values()):
             out.append(_plot(figdir / f"mix-{t}.png", by_mix, "share of distilled targets", f"{t} score (%)",
                              f"{t} vs mix ratio (Figs. 7-8)"))
     return out
@@ -206,12 +221,12 @@ def shift_section(data: dict, figdir: Path) -> list[Block]:
                 return "—"
             return f"{v['mean']:.3f}" + (f" ± {v['sd']:.3f}" if v.get("sd") is not None else "")
 
-        rows.append([m.get("arm"), str(m.get("seed")), str(m.get("num_samples") or "all"), sh.get("task", ""),
+        rows.append([_arm_label(m, data), str(m.get("seed")), str(m.get("num_samples") or "all"), sh.get("task", ""),
                      str(sh.get("pairing", {}).get("n_paired", "")), fmt("cosine"), fmt("bleu4"), fmt("rougeL")] + [dist])
         for metric in ("cosine", "bleu4", "rougeL"):
             vals = [r[metric] for r in sh.get("per_sample", []) if r.get(metric) is not None]
             if vals:
-                per_arm[metric][f"{m.get('arm')} (seed {m.get('seed')})"] = vals
+                per_arm[metric][f"{_arm_label(m, data)} (seed {m.get('seed')})"] = vals
     blocks.append(("table", header, rows))
     try:
         from .shift import histogram
@@ -239,8 +254,10 @@ def write_report(root: str | Path) -> Path:
     figdir = root / "report"
     figdir.mkdir(parents=True, exist_ok=True)
     cfg = data["config"]
+    sets = cfg.get("datasets") or [{"data": cfg["data"], "task": cfg["task"]}]
+    trained_on = "; ".join(f"`{d['data']}` (task {d['task']})" for d in sets)
     blocks: list[Block] = [("h1", f"SDFT experiment: {cfg['name']}"),
-                           ("p", f"Seed model `{cfg['model']}`, data `{cfg['data']}` (task {cfg['task']}), "
+                           ("p", f"Seed model `{cfg['model']}`, trained on {trained_on}, "
                                  f"methods {', '.join(cfg['methods'])}, seeds {cfg['seeds']}. Scores in %, with 95% "
                                  "Wilson intervals [lo, hi] and the number of evaluated items.")]
     header, rows, tasks = score_table(data)
@@ -300,16 +317,20 @@ def gap_section(data: dict) -> list[Block]:
 
 
 def examples(data: dict, k: int = 3) -> list[Block]:
-    d = data["distills"][0]
-    rows_path = Path(d["folder"]) / "rows.jsonl"
-    if not rows_path.exists():
-        return []
-    rows = [r for r in map(json.loads, rows_path.read_text().splitlines()) if r.get("accepted")][:k]
-    if not rows:
+    """A few accepted rewrites of the first distillation of each training set (paper appendix style)."""
+    first = {}
+    for d in data["distills"]:
+        first.setdefault(d["meta"].get("dataset"), d)
+    out = []
+    for d in first.values():
+        rows_path = Path(d["folder"]) / "rows.jsonl"
+        rows = [r for r in map(json.loads, rows_path.read_text().splitlines()) if r.get("accepted")][:k] \
+            if rows_path.exists() else []
+        out += [[d["label"], _short(r["instruction"]), _short(r["original"]), _short(r["output"])] for r in rows]
+    if not out:
         return []
     return [("h3", "Original vs distilled (accepted rewrites)"),
-            ("table", ["instruction", "original", "distilled"],
-             [[_short(r["instruction"]), _short(r["original"]), _short(r["output"])] for r in rows])]
+            ("table", ["distillation", "instruction", "original", "distilled"], out)]
 
 
 def _short(s: str, n: int = 300) -> str:
@@ -319,9 +340,11 @@ def _short(s: str, n: int = 300) -> str:
 
 def provenance(data: dict) -> list[Block]:
     items = []
-    for d in data["distills"][:1]:
+    for i, d in enumerate(data["distills"]):
         m = d["manifest"]
-        items.append(f"data: `{m['input']['path']}` sha256 {m['input']['sha256'][:16]}…")
+        items.append(f"data ({d['label']}): `{m['input']['path']}` sha256 {m['input']['sha256'][:16]}…")
+        if i:
+            continue
         items.append("versions: " + ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items()))
         items.append(f"distillation prompt format: {m['prompt_format']}, template {m['template']['name']}, "
                      f"decoding {m['decoding']}")
