@@ -29,7 +29,7 @@ batched CPU kernels are not bit-identical across batch shapes. With its flash-at
 is therefore reproducible in practice but not guaranteed bit-exact under concurrency; ``parallel=1`` is exact.
 (A unified KV cache, ``kv_unified``, made it much worse: 4/16 equal.)
 
-Threads default to all cores. llama.cpp's worker threads spin at their barriers, so when another process is
+Threads default to the cores this process may use (its CPU affinity, e.g. under ``taskset``). llama.cpp's worker threads spin at their barriers, so when another process is
 busy on the same cores generation can slow down by orders of magnitude (seen once: 0.3 tok/s instead of ~90 on
 2 shared cores); on a shared machine pass fewer threads (not measured here). Batching over slots helps less on
 a 2-core CPU than on a GPU: decoding is compute-bound there (measured ~1.2-1.4x for 8 slots over 1).
@@ -100,7 +100,7 @@ class LlamaCppBackend:
         p.model.path = str(gguf)
         p.n_parallel = self.parallel = max(1, int(parallel))
         p.n_ctx = n_ctx or self.parallel * 2048  # total KV cache, split evenly over the slots
-        p.cpuparams.n_threads = p.cpuparams_batch.n_threads = threads or os.cpu_count() or 1
+        p.cpuparams.n_threads = p.cpuparams_batch.n_threads = threads or usable_cpus()
         fa = xllamacpp.llama_flash_attn_type
         p.flash_attn_type = fa.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else fa.LLAMA_FLASH_ATTN_TYPE_DISABLED
         p.verbosity = verbosity  # 1: errors only (3 logs every slot event)
@@ -181,3 +181,11 @@ class LlamaCppBackend:
 
     def close(self) -> None:
         self.server = None  # the destructor stops the server loop and frees the model
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (``taskset``/cgroup affinity), not all of the machine's."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
