@@ -51,9 +51,10 @@ def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     return lo, hi
 
 
-def read_predictions(path: str | Path, n_rows: int, data_name: str = "the data") -> list[dict]:
+def read_predictions(path: str | Path, n_rows: int | None, data_name: str = "the data") -> list[dict]:
     """The prediction objects of a JSONL file, checked: each line an object with an integer ``index`` that is a
-    row of the data (``0 <= index < n_rows``), given once, and a string ``output``. Errors name file and line."""
+    row of the data (``0 <= index < n_rows``; any index when ``n_rows`` is None), given once, and a string
+    ``output``. Errors name file and line."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -76,7 +77,7 @@ def read_predictions(path: str | Path, n_rows: int, data_name: str = "the data")
         index, output = obj.get("index"), obj.get("output")
         if isinstance(index, bool) or not isinstance(index, int):
             raise DataError(f"{where}: field 'index': expected an integer row number, got {index!r}")
-        if not 0 <= index < n_rows:
+        if n_rows is not None and not 0 <= index < n_rows:
             raise DataError(f"{where}: index {index} is not a row of {data_name} ({n_rows} rows, 0-based)")
         if index in seen:
             raise DataError(f"{where}: index {index} is a duplicate (already on line {seen[index]})")

@@ -299,28 +299,13 @@ def similarity(reference_outputs: list[str], outputs: list[str], *, embedder=Non
 
 
 def _read_outputs(path: Path) -> dict[int, str]:
+    from .scoring import read_predictions
+
     if not path.is_file():
         raise DataError(f"{path}: not found (expected <run>/<task>/{SAMPLES} as written by `sdft eval`/`sdft score`"
                         + ("; the run has generations.jsonl only — it did not finish scoring"
                            if (path.parent / "generations.jsonl").is_file() else "") + ")")
-    outputs: dict[int, str] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}: line {lineno}"
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: invalid JSON ({e.msg})") from None
-        index, output = (rec.get("index"), rec.get("output")) if isinstance(rec, dict) else (None, None)
-        if isinstance(index, bool) or not isinstance(index, int):
-            raise DataError(f"{where}: field 'index': expected an integer, got {index!r}")
-        if not isinstance(output, str):
-            raise DataError(f"{where}: field 'output': expected a string, got {type(output).__name__}")
-        if index in outputs:
-            raise DataError(f"{where}: index {index} is a duplicate")
-        outputs[index] = output
-    return outputs
+    return {p["index"]: p["output"] for p in read_predictions(path, None)}
 
 
 def _pair(run_a: Path, run_b: Path, task: str) -> tuple[list[tuple[int, str, str]], dict]:
