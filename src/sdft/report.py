@@ -74,23 +74,19 @@ def collect(root: Path) -> dict[str, Any]:
         elif s["kind"] == "shift" and (folder / "shift.json").exists():
             info["shift"] = read_json(folder / "shift.json")
             shifts.append(info)
+    datasets = list(dict.fromkeys(s["meta"]["dataset"] for s in stages if s["meta"].get("dataset")))
     return {"config": exp["config"], "evals": evals, "trains": trains, "distills": distills, "shifts": shifts,
-            "gaps": gaps, "stages": stages}
+            "gaps": gaps, "stages": stages, "datasets": datasets}  # datasets: training sets in plan order
 
 
 def _group_key(meta: dict) -> tuple:
     return (meta.get("dataset") or "", meta.get("num_samples"), meta.get("template"))
 
 
-def _datasets(data: dict) -> list[str]:
-    """The training sets of the run, in plan order (one entry for a single-dataset experiment)."""
-    return list(dict.fromkeys(s["meta"]["dataset"] for s in data["stages"] if s["meta"].get("dataset")))
-
-
 def _arm_label(meta: dict, data: dict) -> str:
     """The arm, prefixed with its training set when the run has several."""
     arm = meta.get("arm") or ""
-    return f"{meta['dataset']}: {arm}" if len(_datasets(data)) > 1 and meta.get("dataset") else arm
+    return f"{meta['dataset']}: {arm}" if len(data["datasets"]) > 1 and meta.get("dataset") else arm
 
 
 def score_table(data: dict) -> tuple[list[str], list[list[str]], list[str]]:
@@ -99,7 +95,7 @@ def score_table(data: dict) -> tuple[list[str], list[list[str]], list[str]]:
     for e in data["evals"]:
         m = e["meta"]
         by_arm[(m.get("arm"), _group_key(m))].append(e)
-    multi = len(_datasets(data)) > 1
+    multi = len(data["datasets"]) > 1
     header = ["arm"] + (["trained on"] if multi else []) + ["n train", "template", "seeds"] + tasks
     rows = []
     order = lambda kv: (kv[0][0] != "seed", kv[0][1][0], str(kv[0]))  # noqa: E731 — seed first, then by dataset
@@ -127,7 +123,7 @@ def comparison_table(data: dict, a: str = "vanilla", b: str = "sdft") -> tuple[l
         m = e["meta"]
         if m.get("arm") in (a, b):
             pairs[(m.get("seed"), _group_key(m))][m["arm"]] = e
-    multi = len(_datasets(data)) > 1
+    multi = len(data["datasets"]) > 1
     header = (["trained on"] if multi else []) + ["task", "seed", "n train", "seed model", f"{a} → {b} (Δ)",
                                                   f"items only {a} / only {b} better", "McNemar p"]
     rows = []
