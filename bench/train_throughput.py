@@ -4,8 +4,9 @@
 
 (tiny check: ``--rows 8 --epochs 1 --threads 1``, one optimizer step each.)
 
-Before the timed runs an untimed one-step warm-up run (8 rows) pays the process's one-time costs (first forward and
-backward, allocator growth, lazy imports), which would otherwise land on whichever arm runs first.
+Every run is a fresh Python process (this script re-invoked with ``--arm``), as a user's run would be: a process's
+one-time costs (oneDNN kernels built for each new sequence-length shape on the first pass, lazy imports) land on
+both arms alike instead of on whichever arm ran first in a shared process (measured: ~25% slower first run).
 ``--repeats 2`` runs the arms in ABBA order (ours, plain, plain, ours) and reports the ratio of the summed
 tokens over the summed seconds, so a slow drift of the machine's speed does not favour either arm.
 
@@ -23,6 +24,8 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -66,11 +69,18 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=64)
     ap.add_argument("--epochs", type=float, default=2)
     ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--no-warmup", dest="warmup", action="store_false", help="skip the untimed warm-up run")
+    ap.add_argument("--arm", choices=["ours", "plain"], help=argparse.SUPPRESS)  # one run in this process
     ap.add_argument("--repeats", type=int, default=1, help="run each arm this many times, ABBA order")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch CPU threads (default: all cores)")
     a = ap.parse_args()
+    if a.arm is None:
+        compare(a)
+    else:
+        run_one(a)
 
+
+def run_one(a: argparse.Namespace) -> None:
+    """One timed run of one arm (a child process)."""
     import torch
 
     torch.set_num_threads(a.threads)
@@ -106,20 +116,30 @@ def main() -> None:
     def run_plain(i: int) -> dict:
         return plain_sft(ref.hf_dir, tok, plain_rows, a.epochs, tmp / f"plain{i}", a.seed)
 
-    order = []
-    for i in range(a.repeats):  # ABBA: ours, plain, plain, ours, ...
-        order += [("ours", i), ("plain", i)] if i % 2 == 0 else [("plain", i), ("ours", i)]
-    runs: dict[str, list[dict]] = {"ours": [], "plain": []}
     try:
-        if a.warmup:
-            plain_sft(ref.hf_dir, tok, plain_rows[:8], 1, tmp / "warmup", a.seed)
-        for arm, i in order:
-            r = (run_ours if arm == "ours" else run_plain)(i)
-            runs[arm].append(r)
-            print(f"  run {len(runs['ours']) + len(runs['plain'])}/{len(order)} ({arm}): "
-                  f"{r['tokens_per_s']:.1f} tokens/s, {r['seconds']:.0f}s", flush=True)
+        r = (run_ours if a.arm == "ours" else run_plain)(0)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    print("RESULT " + json.dumps(r), flush=True)  # the parent reads this line
+
+
+def compare(a: argparse.Namespace) -> None:
+    """Run the arms in fresh processes, ABBA order; print both and the ratio."""
+    order = []
+    for i in range(a.repeats):  # ABBA: ours, plain, plain, ours, ...
+        order += ["ours", "plain"] if i % 2 == 0 else ["plain", "ours"]
+    runs: dict[str, list[dict]] = {"ours": [], "plain": []}
+    base = [sys.executable, __file__, "--model", a.model, "--rows", str(a.rows), "--epochs", str(a.epochs),
+            "--seed", str(a.seed), "--threads", str(a.threads)]
+    for arm in order:
+        proc = subprocess.run(base + ["--arm", arm], capture_output=True, text=True)
+        lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+        if proc.returncode or not lines:
+            raise SystemExit(f"{arm} run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        r = json.loads(lines[-1][len("RESULT "):])
+        runs[arm].append(r)
+        print(f"  run {len(runs['ours']) + len(runs['plain'])}/{len(order)} ({arm}, own process): "
+              f"{r['tokens_per_s']:.1f} tokens/s, {r['seconds']:.0f}s", flush=True)
 
     def pooled(rs: list[dict]) -> float:  # total tokens / total seconds
         return sum(r["tokens_per_s"] * r["seconds"] for r in rs) / sum(r["seconds"] for r in rs)
@@ -129,7 +149,7 @@ def main() -> None:
 
     ours, plain = runs["ours"][0], runs["plain"][0]
     print(f"model {a.model}, {a.rows} GSM8K rows, {a.epochs} epochs, LoRA r8 q/v, batch 2x4, fp32, "
-          f"{a.threads} threads on {os.cpu_count()} CPUs, {a.repeats} run(s) per arm")
+          f"{a.threads} threads on {os.cpu_count()} CPUs, {a.repeats} run(s) per arm, one process per run")
     print(f"(ours)  sdft train:        {pooled(runs['ours']):.1f} tokens/s "
           f"(runs: {each(runs['ours'])}), {ours['steps']} steps, "
           f"loss {ours['loss_first']:.3f} -> {ours['loss_last']:.3f}")
@@ -138,6 +158,7 @@ def main() -> None:
           f"loss {plain['loss_first']:.3f} -> {plain['loss_last']:.3f}")
     print(f"ratio ours/plain: {pooled(runs['ours']) / pooled(runs['plain']):.2f} (target >= 1.0); "
           f"our loss went down: {ours['loss_last'] < ours['loss_first'] if ours['steps'] > 1 else 'n/a (1 step)'}")
+
 
 if __name__ == "__main__":
     main()

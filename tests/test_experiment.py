@@ -9,7 +9,7 @@ import yaml
 
 from sdft.config import ConfigError
 from sdft.experiment import load_experiment, plan, run_experiment
-from sdft.report import mcnemar_exact
+from sdft.report import forgetting_table, mcnemar_exact
 
 
 def write_cfg(tmp_path, tiny_model_dir, **extra):
@@ -38,7 +38,7 @@ def test_experiment_runs_caches_and_reruns_only_what_changed(tmp_path, tiny_mode
     html = report.read_text()
     assert "<table>" in html and "Scores by arm" in html
     md = (report.parent / "report.md").read_text()
-    assert "vanilla → sdft" in md and "McNemar" in md and "Drift from the seed" in md and "Distribution gap" in md
+    assert "vanilla → sdft" in md and "Seed model → each fine-tuned arm" in md and "McNemar" in md and "Drift from the seed" in md and "Distribution gap" in md
     assert (report.parent / "report" / "shift-cosine.png").exists() and "data:image/png;base64" in html
     assert all(s.done(Path(cfg.out)) for s in stages)
     logs.clear()
@@ -77,6 +77,29 @@ def test_mcnemar():
     assert mcnemar_exact(0, 0) == 1.0
     assert mcnemar_exact(10, 0) < 0.01
     assert mcnemar_exact(2, 3) == pytest.approx(1.0)
+
+
+def test_forgetting_table_pairs_each_arm_with_the_seed_model(tmp_path):
+    """Seed → arm on the same items: Δ, the discordant counts and McNemar's p, for every fine-tuned arm."""
+    def ev(arm, correct):
+        folder = tmp_path / arm
+        (folder / "advbench").mkdir(parents=True)
+        (folder / "advbench" / "samples.jsonl").write_text(
+            "".join(json.dumps({"index": i, "correct": c}) + "\n" for i, c in enumerate(correct)))
+        return {"meta": {"arm": arm, "seed": 1}, "folder": str(folder),
+                "results": {"advbench": {"score": sum(correct) / len(correct), "n": len(correct)}}}
+
+    seed = [True] * 10
+    data = {"datasets": [{}], "evals": [ev("seed", seed), ev("vanilla", [False] * 8 + [True] * 2),
+                                         ev("sdft", [True] * 9 + [False])]}
+    header, rows = forgetting_table(data)
+    assert header[0] == "arm" and "McNemar p" in header
+    by_arm = {r[0]: r for r in rows}
+    assert set(by_arm) == {"vanilla", "sdft"} and [r[0] for r in rows] == ["vanilla", "sdft"]
+    assert by_arm["vanilla"][4] == "100.0 → 20.0 (-80.0)" and by_arm["vanilla"][5] == "8 / 0"
+    assert by_arm["vanilla"][6] == f"{mcnemar_exact(8, 0):.3g}" and float(by_arm["vanilla"][6]) < 0.01
+    assert by_arm["sdft"][5] == "1 / 0" and float(by_arm["sdft"][6]) == pytest.approx(1.0)
+    assert forgetting_table({"datasets": [{}], "evals": data["evals"][1:]}) == ([], [])  # no seed model evaluated
 
 
 def test_several_datasets_plan_run_and_report_side_by_side(tmp_path, tiny_model_dir):

@@ -133,15 +133,41 @@ def comparison_table(data: dict, a: str = "vanilla", b: str = "sdft") -> tuple[l
         for t in sorted(arms[a]["results"]):
             if t not in arms[b]["results"]:
                 continue
-            ra, rb = arms[a]["results"][t], arms[b]["results"][t]
-            sa, sb = _samples(Path(arms[a]["folder"]), t), _samples(Path(arms[b]["folder"]), t)
-            common = sorted(set(sa) & set(sb))
-            only_a = sum(sa[i] > sb[i] for i in common)  # discordant items: an exact sign test (McNemar
-            only_b = sum(sb[i] > sa[i] for i in common)  # for 0/1 scores), judged ties count as the middle
             base = seed_runs[0]["results"].get(t) if seed_runs else None
             rows.append(([ds] if multi else []) + [t, str(seed), str(n or "all"), _pct(base["score"]) if base else "—",
-                         f"{_pct(ra['score'])} → {_pct(rb['score'])} ({100 * (rb['score'] - ra['score']):+.1f})",
-                         f"{only_a} / {only_b}", f"{mcnemar_exact(only_a, only_b):.3g}"])
+                         *_paired(arms[a], arms[b], t)])
+    return header, rows
+
+
+def _paired(ea: dict, eb: dict, task: str) -> list[str]:
+    """``a → b (Δ)``, the discordant counts and the exact McNemar p of two evals of the same items."""
+    ra, rb = ea["results"][task], eb["results"][task]
+    sa, sb = _samples(Path(ea["folder"]), task), _samples(Path(eb["folder"]), task)
+    common = sorted(set(sa) & set(sb))
+    only_a = sum(sa[i] > sb[i] for i in common)  # discordant items: an exact sign test (McNemar
+    only_b = sum(sb[i] > sa[i] for i in common)  # for 0/1 scores), judged ties count as the middle
+    return [f"{_pct(ra['score'])} → {_pct(rb['score'])} ({100 * (rb['score'] - ra['score']):+.1f})",
+            f"{only_a} / {only_b}", f"{mcnemar_exact(only_a, only_b):.3g}"]
+
+
+def forgetting_table(data: dict) -> tuple[list[str], list[list[str]]]:
+    """Seed model → every fine-tuned arm, per task, paired on the same items: did fine-tuning move the score
+    (forgetting when it falls) by more than chance? The paper's question, asked of each arm on its own."""
+    seed = next((e for e in data["evals"] if e["meta"].get("arm") == "seed"), None)
+    if seed is None:
+        return [], []
+    multi = len(data["datasets"]) > 1
+    header = ["arm"] + (["trained on"] if multi else []) + ["seed", "n train", "task", "seed model → arm (Δ)",
+                                                           "items only seed / only arm better", "McNemar p"]
+    rows = []
+    tuned = [e for e in data["evals"] if e["meta"].get("arm") not in (None, "seed")]
+    rank = {"vanilla": 0, "sdft": 1}  # then mixes, presets and other methods by name
+    for e in sorted(tuned, key=lambda e: (_group_key(e["meta"])[0], rank.get(e["meta"]["arm"], 2),
+                                          str(e["meta"]["arm"]), str(e["meta"]))):
+        m = e["meta"]
+        for t in sorted(set(e["results"]) & set(seed["results"])):
+            rows.append([m["arm"]] + ([m.get("dataset") or "—"] if multi else [])
+                        + [str(m.get("seed")), str(m.get("num_samples") or "all"), t, *_paired(seed, e, t)])
     return header, rows
 
 
@@ -265,6 +291,11 @@ def write_report(root: str | Path) -> Path:
                        ("p", "Δ in points; McNemar's exact test on items where exactly one arm is right (for the "
                              "judged win rate: a sign test on items whose pair scores differ). p ≥ 0.05 means the "
                              "difference is not distinguishable from noise at this n."), ("table", ch, cr)]
+    fh, fr = forgetting_table(data)
+    if fr:
+        blocks += [("h2", "Seed model → each fine-tuned arm, paired on the same items"),
+                   ("p", "Did fine-tuning move the seed model's score by more than chance? Δ in points (negative = "
+                         "the arm lost what the seed model had); McNemar's exact test as above."), ("table", fh, fr)]
     for p in sweep_plots(data, figdir):
         blocks.append(("img", p, p.stem))
     blocks += shift_section(data, figdir)
