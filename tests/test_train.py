@@ -134,3 +134,15 @@ def test_two_process_gloo_run(tmp_path, tiny_model_dir, distilled):
     m = json.loads((out / "manifest.json").read_text())
     assert m["steps"] == 2
     assert m["trainer_metrics"].get("train_samples_per_second", 0) > 0 or m["train_runtime_s"] > 0
+
+
+def test_tune_malloc_only_touches_glibc(monkeypatch):
+    """`cpu_malloc`: glibc's thresholds are raised through mallopt; any other C library is left alone."""
+    import platform
+
+    from sdft.train import tune_malloc
+
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert tune_malloc() is True
+    monkeypatch.setattr(platform, "libc_ver", lambda *a, **k: ("musl", "1.2"))
+    assert tune_malloc() is False

@@ -150,6 +150,7 @@ def train(
     dtype: Optional[str] = typer.Option(None, help="auto | float32 | bfloat16"),
     gradient_checkpointing: Optional[bool] = typer.Option(None),
     padding_free: Optional[bool] = typer.Option(None),
+    cpu_malloc: Optional[bool] = typer.Option(None, help="CPU on glibc: keep freed tensor memory for reuse (default on)"),
     eval_split: Optional[float] = typer.Option(None, help="held-out share for eval loss"),
     report_to: Optional[str] = typer.Option(None, help="none | tensorboard | wandb | mlflow"),
     save_steps: Optional[int] = typer.Option(None),

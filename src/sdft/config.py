@@ -185,6 +185,7 @@ class TrainConfig:
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     gradient_checkpointing: bool = False
     padding_free: bool = False
+    cpu_malloc: bool = True  # CPU training on glibc: keep freed tensor memory for reuse (fewer page faults, ~+10%)
     max_completion_length: int | None = None  # onpolicy: sampled tokens per prompt (default: longest demonstration)
     onpolicy_teacher: str = "base"  # onpolicy: base (frozen seed model) | ema (the paper's) | live (the student)
     eval_split: float = 0.0  # held-out share for eval loss

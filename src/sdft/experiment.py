@@ -198,7 +198,7 @@ def _dataset_stages(cfg: ExperimentConfig, ds: dict, trained: list[str], root: P
                     t = {"data": str(dist.folder(root)), "method": method, "preset": preset, "model": cfg.model,
                          "seed": seed, "num_samples": n, "mix_ratio": mix, "cache_dir": cfg.cache_dir, **cfg.train,
                          **ds["train"]}
-                    tkey = _hash({"train": {k: v for k, v in t.items() if k not in {"cache_dir", "data"}},
+                    tkey = _hash({"train": {k: v for k, v in t.items() if k not in {"cache_dir", "data", "cpu_malloc"}},
                                   "distill": dkey})
                     meta = {"dataset": ds["name"], "arm": arm, "seed": seed, "num_samples": n, "mix_ratio": mix,
                             "template": template}
