@@ -15,6 +15,8 @@ Both runs: LoRA r 8 / alpha 16 on q_proj,v_proj, lr 1e-4 cosine, batch 2 x 4, fl
 bf16 is emulated on CPUs without bf16 instructions: ~14x slower here), the same 64 GSM8K rows
 (vanilla targets, math-train template in the chat format), loss on the response only. Tokens/s counts the
 non-padding tokens of every training sequence times the epochs run, over the trainer's own train_runtime.
+Ours runs with `sdft train`'s defaults, including ``cpu_malloc`` (glibc keeps freed activation memory for reuse;
+``--no-cpu-malloc`` turns it off); the plain run is what a user writes by hand, with glibc's default allocator.
 Prints both, the ratio ours/plain (target >= 1.0) and whether our loss went down.
 """
 
@@ -70,6 +72,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=float, default=2)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--arm", choices=["ours", "plain"], help=argparse.SUPPRESS)  # one run in this process
+    ap.add_argument("--no-cpu-malloc", dest="cpu_malloc", action="store_false",
+                    help="run ours without its glibc malloc tuning (sdft train --no-cpu-malloc)")
     ap.add_argument("--repeats", type=int, default=1, help="run each arm this many times, ABBA order")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch CPU threads (default: all cores)")
     a = ap.parse_args()
@@ -101,7 +105,7 @@ def run_one(a: argparse.Namespace) -> None:
     def run_ours(i: int) -> dict:
         m = train(TrainConfig(data=str(data), out=str(tmp / f"ours{i}"), method="vanilla", task="gsm8k",
                               model=a.model, epochs=a.epochs, cutoff_len=512, dtype="float32", save_steps=10_000,
-                              seed=a.seed), log=lambda m: None).manifest
+                              seed=a.seed, cpu_malloc=a.cpu_malloc), log=lambda m: None).manifest
         return {"tokens_per_s": m["train_tokens_per_s"], "seconds": m["train_runtime_s"], "steps": m["steps"],
                 "loss_first": m["loss_first"], "loss_last": m["loss_last"]}
 
@@ -130,7 +134,7 @@ def compare(a: argparse.Namespace) -> None:
         order += ["ours", "plain"] if i % 2 == 0 else ["plain", "ours"]
     runs: dict[str, list[dict]] = {"ours": [], "plain": []}
     base = [sys.executable, __file__, "--model", a.model, "--rows", str(a.rows), "--epochs", str(a.epochs),
-            "--seed", str(a.seed), "--threads", str(a.threads)]
+            "--seed", str(a.seed), "--threads", str(a.threads)] + ([] if a.cpu_malloc else ["--no-cpu-malloc"])
     for arm in order:
         proc = subprocess.run(base + ["--arm", arm], capture_output=True, text=True)
         lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
@@ -149,7 +153,8 @@ def compare(a: argparse.Namespace) -> None:
 
     ours, plain = runs["ours"][0], runs["plain"][0]
     print(f"model {a.model}, {a.rows} GSM8K rows, {a.epochs} epochs, LoRA r8 q/v, batch 2x4, fp32, "
-          f"{a.threads} threads on {os.cpu_count()} CPUs, {a.repeats} run(s) per arm, one process per run")
+          f"{a.threads} threads on {os.cpu_count()} CPUs, {a.repeats} run(s) per arm, one process per run, "
+          f"ours cpu_malloc={'on' if a.cpu_malloc else 'off'}")
     print(f"(ours)  sdft train:        {pooled(runs['ours']):.1f} tokens/s "
           f"(runs: {each(runs['ours'])}), {ours['steps']} steps, "
           f"loss {ours['loss_first']:.3f} -> {ours['loss_last']:.3f}")
