@@ -67,7 +67,6 @@ The output folder is a ``sdft train`` folder (adapter, ``config.json``, ``manife
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
@@ -76,7 +75,7 @@ from .config import TrainConfig, to_dict
 from .store import atomic_write_json, atomic_write_text
 from .templates import Template, Turn, bos_prefix, render
 from .train import (TrainError, TrainResult, _fmt, base_manifest, default_epochs, peft_config,
-                    prepare_run, resolve_config, write_loss_curve)
+                    prepare_run, resolve_config, run_and_save, write_loss_curve)
 
 TEACHER_WORDING = ("\n\nThis is an example for a response to the question:\n",
                    "\n\nNow answer with a response of your own, including the thinking process.")
@@ -232,17 +231,10 @@ def run_onpolicy(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainR
     resume = cfg.resume and any((out / "checkpoints").glob("checkpoint-*"))
     start = max((int(p.name.rsplit("-", 1)[-1]) for p in (out / "checkpoints").glob("checkpoint-*")),
                 default=0) if resume else 0
-    t0 = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
-    wall = time.perf_counter() - t0
-    if not trainer.is_world_process_zero():
+    ran = run_and_save(trainer, tokenizer, out, resume, merge=cfg.merge and cfg.finetuning in {"lora", "qlora"})
+    if ran is None:
         return TrainResult(out, {})
-    trainer.save_model(str(out))
-    tokenizer.save_pretrained(str(out))
-    if cfg.merge and cfg.finetuning in {"lora", "qlora"}:
-        merged = trainer.model.merge_and_unload()
-        merged.save_pretrained(str(out / "merged"), safe_serialization=True)
-        tokenizer.save_pretrained(str(out / "merged"))
+    result, wall = ran
     history = trainer.state.log_history
     losses = [h for h in history if "loss" in h]
     write_loss_curve(out, history)

@@ -261,17 +261,10 @@ def train_sft(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResu
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, eval_dataset=eval_dataset,
                          processing_class=tokenizer, peft_config=lora)
     resume = cfg.resume and any((out / "checkpoints").glob("checkpoint-*"))
-    t0 = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
-    wall = time.perf_counter() - t0
-    if not trainer.is_world_process_zero():
+    ran = run_and_save(trainer, tokenizer, out, resume, merge=cfg.merge and lora is not None)
+    if ran is None:
         return TrainResult(out, {})
-    trainer.save_model(str(out))
-    tokenizer.save_pretrained(str(out))
-    if cfg.merge and lora is not None:
-        merged = trainer.model.merge_and_unload()
-        merged.save_pretrained(str(out / "merged"), safe_serialization=True)
-        tokenizer.save_pretrained(str(out / "merged"))
+    result, wall = ran
     history = trainer.state.log_history
     losses = [h for h in history if "loss" in h]
     write_loss_curve(out, history)
@@ -284,6 +277,24 @@ def train_sft(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResu
     log(f"trained {manifest['steps']} steps: loss {_fmt(manifest['loss_first'])} → {_fmt(manifest['loss_last'])}, "
         f"{manifest['train_tokens_per_s']} tokens/s, {mix_stats['share_changed']:.0%} of targets rewritten → {out}")
     return TrainResult(out, manifest)
+
+
+def run_and_save(trainer: Any, tokenizer: Any, out: Path, resume: bool, merge: bool) -> tuple[Any, float] | None:
+    """Train (from the last checkpoint when ``resume``), then on the main process save the adapter or model, the
+    tokenizer and, with ``merge``, the merged model under ``out/merged``. Returns the trainer's result and the wall
+    seconds of training, or None on the other processes of a distributed run."""
+    t0 = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    wall = time.perf_counter() - t0
+    if not trainer.is_world_process_zero():
+        return None
+    trainer.save_model(str(out))
+    tokenizer.save_pretrained(str(out))
+    if merge:
+        merged = trainer.model.merge_and_unload()
+        merged.save_pretrained(str(out / "merged"), safe_serialization=True)
+        tokenizer.save_pretrained(str(out / "merged"))
+    return result, wall
 
 
 def base_manifest(cfg: TrainConfig, task: Any, template: Any, fmt: str, model_ref: Any, data_path: Path,
