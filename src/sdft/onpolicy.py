@@ -75,7 +75,7 @@ from .config import TrainConfig, to_dict
 from .store import atomic_write_json, atomic_write_text
 from .templates import Template, Turn, bos_prefix, render
 from .train import (TrainError, TrainResult, _fmt, base_manifest, default_epochs, peft_config,
-                    prepare_run, resolve_config, run_and_save, write_loss_curve)
+                    prepare_run, resolve_config, run_and_save)
 
 TEACHER_WORDING = ("\n\nThis is an example for a response to the question:\n",
                    "\n\nNow answer with a response of your own, including the thinking process.")
@@ -228,16 +228,12 @@ def run_onpolicy(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainR
         raise TrainError("--method onpolicy: the installed TRL's SDFTTrainer has no `teacher_context_builder`, "
                          "the hook that lets the teacher prompt carry the demonstration inside the user turn")
     trainer.teacher_context_builder = TeacherPromptAsIs(trainer.teacher_context_builder)
-    resume = cfg.resume and any((out / "checkpoints").glob("checkpoint-*"))
     start = max((int(p.name.rsplit("-", 1)[-1]) for p in (out / "checkpoints").glob("checkpoint-*")),
-                default=0) if resume else 0
-    ran = run_and_save(trainer, tokenizer, out, resume, merge=cfg.merge and cfg.finetuning in {"lora", "qlora"})
-    if ran is None:
+                default=0) if cfg.resume else 0  # a resumed run continues from this step
+    run = run_and_save(trainer, tokenizer, out, cfg.resume, merge=cfg.merge and cfg.finetuning in {"lora", "qlora"})
+    if run is None:
         return TrainResult(out, {})
-    result, wall = ran
-    history = trainer.state.log_history
-    losses = [h for h in history if "loss" in h]
-    write_loss_curve(out, history)
+    history, wall = trainer.state.log_history, run.wall
     per_step = args.generation_batch_size // args.num_generations  # distinct prompts per optimizer step
     generated, prev = 0.0, start
     for h in history:  # one generation per optimizer step; the metric is the mean since the last log
@@ -250,8 +246,7 @@ def run_onpolicy(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainR
     tok_stats["generated_tokens"] = round(generated)
     manifest = base_manifest(cfg, task, template, fmt, model_ref, data_path, rows,
                              {**mix_stats, "note": "targets are the teacher's in-context demonstrations, never "
-                                                   "trained on"}, tok_stats, epochs, done, losses, wall, resume,
-                             result.metrics)
+                                                   "trained on"}, tok_stats, epochs, done, run)
     manifest.update({
         "seconds_per_step": round(wall / ran, 3) if ran else None,
         "train_tokens_per_s": round(student_tokens / wall, 2) if wall else None,

@@ -260,17 +260,13 @@ def train_sft(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResu
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, eval_dataset=eval_dataset,
                          processing_class=tokenizer, peft_config=lora)
-    resume = cfg.resume and any((out / "checkpoints").glob("checkpoint-*"))
-    ran = run_and_save(trainer, tokenizer, out, resume, merge=cfg.merge and lora is not None)
-    if ran is None:
+    run = run_and_save(trainer, tokenizer, out, cfg.resume, merge=cfg.merge and lora is not None)
+    if run is None:
         return TrainResult(out, {})
-    result, wall = ran
-    history = trainer.state.log_history
-    losses = [h for h in history if "loss" in h]
-    write_loss_curve(out, history)
+    wall = run.wall
     trained_tokens = sum(len(f["input_ids"]) for f in dataset) * (trainer.state.epoch or 0)
     manifest = base_manifest(cfg, task, template, fmt, model_ref, data_path, rows, mix_stats, tok_stats, epochs,
-                             trainer.state.global_step, losses, wall, resume, result.metrics)
+                             trainer.state.global_step, run)
     manifest["train_tokens_per_s"] = round(trained_tokens / wall, 2) if wall else None
     atomic_write_json(out / "manifest.json", manifest)
     atomic_write_text(out / "README.md", model_card(manifest))
@@ -279,10 +275,18 @@ def train_sft(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResu
     return TrainResult(out, manifest)
 
 
-def run_and_save(trainer: Any, tokenizer: Any, out: Path, resume: bool, merge: bool) -> tuple[Any, float] | None:
-    """Train (from the last checkpoint when ``resume``), then on the main process save the adapter or model, the
-    tokenizer and, with ``merge``, the merged model under ``out/merged``. Returns the trainer's result and the wall
-    seconds of training, or None on the other processes of a distributed run."""
+class Trained(NamedTuple):
+    result: Any  # the trainer's TrainOutput
+    wall: float  # seconds spent in trainer.train()
+    resumed: bool
+    losses: list[dict]  # the logged steps that carry a loss
+
+
+def run_and_save(trainer: Any, tokenizer: Any, out: Path, resume: bool, merge: bool) -> Trained | None:
+    """Train (from the last checkpoint in ``out/checkpoints`` when ``resume`` and one exists), then on the main
+    process save the adapter or model, the tokenizer, the loss curve and, with ``merge``, the merged model under
+    ``out/merged``. None on the other processes of a distributed run."""
+    resume = resume and any((out / "checkpoints").glob("checkpoint-*"))
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=True if resume else None)
     wall = time.perf_counter() - t0
@@ -294,21 +298,23 @@ def run_and_save(trainer: Any, tokenizer: Any, out: Path, resume: bool, merge: b
         merged = trainer.model.merge_and_unload()
         merged.save_pretrained(str(out / "merged"), safe_serialization=True)
         tokenizer.save_pretrained(str(out / "merged"))
-    return result, wall
+    history = trainer.state.log_history
+    write_loss_curve(out, history)
+    return Trained(result, wall, resume, [h for h in history if "loss" in h])
 
 
 def base_manifest(cfg: TrainConfig, task: Any, template: Any, fmt: str, model_ref: Any, data_path: Path,
-                  rows: Sequence[Any], targets: dict, tok_stats: dict, epochs: Any, steps: int, losses: list[dict],
-                  wall: float, resume: Any, metrics: dict) -> dict[str, Any]:
+                  rows: Sequence[Any], targets: dict, tok_stats: dict, epochs: Any, steps: int,
+                  run: Trained) -> dict[str, Any]:
     """The manifest fields every training method writes (the report and `sdft eval` read these)."""
     return {
         "method": cfg.method, "task": task.name, "template": template.name, "prompt_format": fmt,
         "model": {"name": model_ref.name, "source": model_ref.source}, "data": {
             "path": str(data_path), "sha256": file_sha256(data_path), "rows_available": len(rows)},
         "targets": targets, "tokens": tok_stats, "epochs": epochs, "steps": steps,
-        "loss_first": losses[0]["loss"] if losses else None, "loss_last": losses[-1]["loss"] if losses else None,
-        "train_runtime_s": round(wall, 2), "resumed": bool(resume), "config": to_dict(cfg), "versions": _versions(),
-        "trainer_metrics": metrics,
+        "loss_first": run.losses[0]["loss"] if run.losses else None,
+        "loss_last": run.losses[-1]["loss"] if run.losses else None, "train_runtime_s": round(run.wall, 2),
+        "resumed": run.resumed, "config": to_dict(cfg), "versions": _versions(), "trainer_metrics": run.result.metrics,
     }
 
 
