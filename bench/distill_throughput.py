@@ -172,7 +172,7 @@ def main() -> None:
 
     import torch
 
-    from sdft.distill import plan
+    from sdft.distillation.distill import plan
     from sdft.models import load_tokenizer, resolve_model
     from sdft.templates import default_prompt_format, render
 

@@ -92,8 +92,9 @@ def run_one(a: argparse.Namespace) -> None:
     from sdft.config import TrainConfig
     from sdft.data import load_examples, resolve_source
     from sdft.models import load_tokenizer, resolve_model
-    from sdft.tasks.gsm8k import normalize_answer
-    from sdft.train import choose_targets, train
+    from sdft.distillation.tasks.gsm8k import normalize_answer
+    from sdft.training import train
+    from sdft.training.common import choose_targets
 
     ref = resolve_model(a.model)
     tok = load_tokenizer(ref)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from sdft.checks import math_match
+from sdft.distillation.checks import math_match
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +62,7 @@ def test_quick_experiment_end_to_end(tmp_path):
 def test_eval_every_task_on_embedded_model(tmp_path):
     """`sdft eval` on 20 rows of every task with SmolLM2 (llama.cpp), the win rate judged by SmolLM2 itself:
     every task produces 20 scored samples, a results table, and resumes without regenerating."""
-    from sdft.evaltasks import EVAL_TASKS
+    from sdft.evaluation.benchmarks import EVAL_TASKS
 
     out = tmp_path / "ev"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}

@@ -9,7 +9,8 @@ import yaml
 
 from sdft.config import ConfigError
 from sdft.experiment import load_experiment, plan, run_experiment
-from sdft.report import forgetting_table, mcnemar_exact
+from sdft.report import forgetting_table
+from sdft.stats import mcnemar_exact
 
 
 def write_cfg(tmp_path, tiny_model_dir, **extra):

@@ -1,3 +1,3 @@
-from .cli import main
+from sdft.cli import main
 
 main()

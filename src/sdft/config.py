@@ -1,4 +1,10 @@
-"""Frozen dataclass configs loaded from YAML plus CLI overrides; an unknown key is an error."""
+"""Frozen dataclass configs loaded from YAML plus CLI overrides; an unknown key is an error.
+
+Each option is described once, on its dataclass field (as TRL's ``SFTConfig`` does for ``TrlParser``):
+``metadata={"help": ..., "run_only": ..., "choices": ..., "min": ...}``. The CLI options, the run-only set that
+stage hashes and run-folder checks leave out, choice and range validation, and the option tables in
+``docs/options.md`` are all derived from these fields (:func:`run_only`, :func:`options_markdown`).
+"""
 
 from __future__ import annotations
 
@@ -12,19 +18,67 @@ from typing import Any, Mapping, TypeVar
 
 T = TypeVar("T")
 
+DEFAULT_MAX_NEW_TOKENS = 512  # distillation and every benchmark, unless a task says otherwise
+TRAIN_METHODS = ("sdft", "vanilla", "onpolicy")  # sdft.training.METHODS has one entry each (a test checks)
+BACKEND_CHOICES = ("auto", "hf", "llamacpp", "openai", "vllm")  # sdft.generation.BACKENDS plus auto (tested)
+DECODING_CHOICES = ("authors", "greedy")  # sdft.generation.DECODING_PRESETS (tested)
+
 
 class ConfigError(ValueError):
-    """A config file or value is wrong; the message names the file and key."""
+    """A config file or value is wrong; the message names the file, section and key."""
 
 
-def _coerce(cls: type, name: str, tp: Any, value: Any, where: str) -> Any:
+def opt(default: Any = dataclasses.MISSING, help: str = "", *, run_only: bool = False, extends: bool = False,
+        choices: tuple | None = None, min: float | None = None, factory: Any = None, cli: bool = True,
+        flag: str | None = None) -> Any:
+    """A config field with its one description. ``run_only``: cannot change a result (left out of every hash and
+    folder-reuse check). ``extends``: changes what a run computes but a run folder may be continued with another
+    value (it holds results per value, e.g. ``limit`` or ``tasks``): left out of the folder-reuse check, kept in
+    experiment stage hashes. ``cli=False``: YAML only. ``flag``: the CLI name when it differs (e.g. ``check``)."""
+    md = {"help": help, "run_only": run_only, "extends": extends, "choices": choices, "min": min, "cli": cli,
+          "flag": flag}
+    if factory is not None:
+        return field(default_factory=factory, metadata=md)
+    return field(default=default, metadata=md)
+
+
+def meta(f: dataclasses.Field) -> dict[str, Any]:
+    return {"help": "", "run_only": False, "extends": False, "choices": None, "min": None, "cli": True, "flag": None,
+            **f.metadata}
+
+
+def run_only(cls: type) -> frozenset[str]:
+    """The options of ``cls`` that cannot change a result (the one definition: each field's ``run_only``)."""
+    return frozenset(f.name for f in fields(cls) if meta(f)["run_only"])
+
+
+def folder_free(cls: type) -> frozenset[str]:
+    """Options a run folder may be continued with another value of: the run-only ones and the ``extends`` ones."""
+    return run_only(cls) | {f.name for f in fields(cls) if meta(f)["extends"]}
+
+
+def fingerprint(cfg: Any) -> dict[str, Any]:
+    """``cfg`` as a dict without the options a run folder may change (:func:`folder_free`): what the folder-reuse
+    check compares."""
+    skip = folder_free(type(cfg))
+    return {k: v for k, v in to_dict(cfg).items() if k not in skip}
+
+
+def hashable(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The given ``values`` without the run-only options of ``cls``: what an experiment stage hash covers (only
+    the keys given, so adding an option with a default later keeps old hashes)."""
+    skip = run_only(cls)
+    return {k: v for k, v in values.items() if k not in skip}
+
+
+def _coerce(name: str, tp: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if value is None:
         return None
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
-        return _coerce(cls, name, inner[0], value, where) if len(inner) == 1 else value
+        return _coerce(name, inner[0], value, where) if len(inner) == 1 else value
     if origin is tuple:
         if isinstance(value, str):
             value = [v for v in value.split(",") if v]
@@ -37,24 +91,42 @@ def _coerce(cls: type, name: str, tp: Any, value: Any, where: str) -> Any:
         raise ConfigError(f"{where}: '{name}' must be true or false, got {value!r}")
     if tp in (int, float) and not isinstance(value, bool):
         try:
+            if tp is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError
             return tp(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{where}: '{name}' must be a number, got {value!r}") from None
+            raise ConfigError(f"{where}: '{name}' must be a{'n integer' if tp is int else ' number'}, "
+                              f"got {value!r}") from None
     if tp is str and not isinstance(value, str):
         if isinstance(value, (int, float)):
             return str(value)
         raise ConfigError(f"{where}: '{name}' must be a string, got {value!r}")
+    if tp is dict and not isinstance(value, dict):
+        raise ConfigError(f"{where}: '{name}' must be a mapping, got {value!r}")
     return value
 
 
+def _check_value(f: dataclasses.Field, value: Any, where: str) -> None:
+    m = meta(f)
+    if value is None:
+        return
+    if m["choices"] and value not in m["choices"]:
+        raise ConfigError(f"{where}: '{f.name}' is {value!r}; use one of {', '.join(map(str, m['choices']))}")
+    if m["min"] is not None and isinstance(value, (int, float)) and not isinstance(value, bool) and value < m["min"]:
+        raise ConfigError(f"{where}: '{f.name}' must be at least {m['min']:g}, got {value!r}")
+
+
 def build(cls: type[T], values: Mapping[str, Any], where: str = "config") -> T:
-    """Instantiate ``cls`` from a mapping, refusing unknown keys and coercing simple types."""
+    """Instantiate ``cls`` from a mapping, refusing unknown keys, coercing simple types and checking each
+    field's choices and minimum. ``where`` names the file and section in every error."""
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - known)
+    by_name = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(by_name))
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
-    kwargs = {k: _coerce(cls, k, hints[k], v, where) for k, v in values.items()}
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(by_name))}")
+    kwargs = {k: _coerce(k, hints[k], v, where) for k, v in values.items()}
+    for k, v in kwargs.items():
+        _check_value(by_name[k], v, where)
     missing = [f.name for f in fields(cls) if f.name not in kwargs  # type: ignore[arg-type]
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:
@@ -62,27 +134,35 @@ def build(cls: type[T], values: Mapping[str, Any], where: str = "config") -> T:
     return cls(**kwargs)
 
 
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping from a file (UTF-8, with or without a byte-order mark); errors name the file."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        loaded = yaml.safe_load(p.read_bytes().decode("utf-8-sig")) or {}
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: invalid YAML: {e}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{p}: expected a mapping of keys")
+    return loaded
+
+
 def load(cls: type[T], path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
          section: str | None = None) -> T:
     """YAML file (optionally one ``section`` of it) overlaid with non-None CLI ``overrides``."""
-    import yaml
-
     values: dict[str, Any] = {}
     where = "command line"
     if path:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: config file not found")
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: invalid YAML: {e}") from None
-        if section is not None and isinstance(loaded, dict) and isinstance(loaded.get(section), dict):
+        loaded = read_yaml(path)
+        if section is not None and isinstance(loaded.get(section), dict):
             loaded = loaded[section]
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: expected a mapping of keys")
         values.update(loaded)
-        where = str(p) + (f" [{section}]" if section else "")
+        where = str(path) + (f" [{section}]" if section else "")
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return build(cls, values, where)
 
@@ -91,55 +171,128 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
 
 
-@dataclass(frozen=True)
-class DistillConfig:
-    """Everything ``sdft distill`` needs. Fields marked "run-only" do not change the result and may differ
-    when a run is resumed."""
-
-    data: str
-    out: str
-    task: str = "alpaca"  # distillation task: template, checks, data normalisation (sdft.tasks)
-    dataset_dir: str | None = None
-    columns: str | None = None  # e.g. "instruction=question,output=answer"
-    formatting: str = "auto"  # auto | alpaca | sharegpt | messages
-    model: str = "default"  # the seed model: embedded alias, .gguf file or HF folder
-    teacher: str | None = None  # another model writes the rewrites (not the method; for ablations)
-    backend: str = "auto"  # auto (vllm on a GPU, llamacpp for a GGUF on CPU, else hf) | hf | llamacpp | openai | vllm
-    base_url: str | None = None  # run-only: --backend openai: the server, e.g. http://127.0.0.1:8000/v1
-    api_model: str | None = None  # --backend openai: the served model name (default: from /v1/models)
-    api_key_env: str = "OPENAI_API_KEY"  # run-only: environment variable holding the API key (never recorded)
-    api_key_file: str | None = None  # run-only: or a file holding it
-    template: str | None = None  # default: the task's distillation template
-    prompt_format: str = "auto"  # auto (chat when the model has a chat template) | chat | raw
-    layout: str = "standard"  # raw format: standard | release (the authors' bytes)
-    decoding: str = "authors"  # authors (T 0.95, top-p 0.7, top-k 50) | greedy
-    max_new_tokens: int = 512
-    seed: int = 42
-    subset: int | None = None  # a seeded random subset of this many rows
-    paper_cut: bool = True  # as the paper: data over 10,000 rows are cut to a random 2,000
-    limit: int | None = None  # run-only: the first N of the selection (raise it to continue a run)
-    shard: str | None = None  # "i/n": every n-th selected row from i (merge shards with `sdft merge`)
-    checks: tuple[str, ...] = ()  # extra checks: regex:PATTERN or module:function
-    clean: str = "strip"  # strip (paper) | chatter (also drop echoed headers and "Sure! Here is ...")
-    allow_empty: bool = False  # the release accepts an empty rewrite; by default it is rejected
-    num_candidates: int = 1  # best-of-n: sample up to n rewrites per row, keep the first that passes
-    batch_size: int = 8  # run-only
-    chunk_size: int = 16  # run-only: rows per generate call (the unit of progress and resume)
-    threads: int | None = None  # run-only: CPU threads for generation (default: all cores)
-    cache_dir: str | None = None  # run-only
-    trust_remote_code: bool = False
-    overwrite: bool = False  # run-only
+def options_markdown(cls: type) -> str:
+    """The option table of one config class (``docs/options.md`` is made of these; a test keeps it fresh)."""
+    lines = [f"### {cls.__name__}", "", (cls.__doc__ or "").strip().split("\n")[0], "",
+             "| option | default | what it does |", "|---|---|---|"]
+    for f in fields(cls):
+        m = meta(f)
+        default = "required" if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING \
+            else repr(f.default_factory() if f.default is dataclasses.MISSING else f.default)
+        name = f"`{f.name}`" + ("" if m["cli"] else " (YAML only)")
+        text = m["help"] + (f" Choices: {', '.join(map(str, m['choices']))}." if m["choices"] else "")
+        text += " *Run-only: does not change the result.*" if m["run_only"] else ""
+        text += " *A run folder may be continued with another value.*" if m["extends"] else ""
+        lines.append(f"| {name} | `{default}` | {text.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
 
 
-RUN_ONLY = {"limit", "task_limits", "batch_size", "chunk_size", "cache_dir", "overwrite", "out", "workers", "tasks", "threads",
-            "judge", "judge_backend", "judge_prompt", "judge_unparseable"}
-RUN_ONLY |= {"base_url", "api_key_env", "api_key_file"}  # where the server is and how to log in, not what it serves
-SERVER_OPTIONS = ("base_url", "api_model", "api_key_env", "api_key_file")  # --backend openai; others ignore them
+# ---- options shared by several configs: each written once here -------------------------------------------
+def _model() -> Any:
+    return opt("default", "the seed model: embedded alias (`sdft models list`), .gguf file or HF folder")
+
+
+def _backend() -> Any:
+    return opt("auto", "generation backend: auto (vllm on a GPU, llamacpp for a GGUF on CPU, else hf)",
+               choices=BACKEND_CHOICES)
+
+
+def _server() -> dict[str, Any]:
+    return {
+        "base_url": opt(None, "--backend openai: the server URL, e.g. http://127.0.0.1:8000/v1", run_only=True),
+        "api_model": opt(None, "--backend openai: the served model name (default: from /v1/models)"),
+        "api_key_env": opt("OPENAI_API_KEY", "--backend openai: environment variable holding the API key "
+                           "(never recorded)", run_only=True),
+        "api_key_file": opt(None, "--backend openai: or a file holding the API key", run_only=True),
+    }
+
+
+def _prompt_format() -> Any:
+    return opt("auto", "auto (chat when the model has a chat template) | chat | raw", choices=("auto", "chat", "raw"))
+
+
+def _layout() -> Any:
+    return opt("standard", "raw prompt format only: standard | release (the authors' bytes)",
+               choices=("standard", "release"))
+
+
+def _batch_size(default: int = 8) -> Any:
+    return opt(default, "prompts per generate call on the backend", run_only=True, min=1)
+
+
+def _chunk_size() -> Any:
+    return opt(16, "rows per generate call (the unit of progress and resume)", run_only=True, min=1)
+
+
+def _threads() -> Any:
+    return opt(None, "CPU threads for generation (default: the cores this process may use)", run_only=True, min=1)
+
+
+def _cache_dir() -> Any:
+    return opt(None, "model cache folder (default: ~/.cache/sdft)", run_only=True)
+
+
+def _trust() -> Any:
+    return opt(False, "allow model code from the model folder (transformers' trust_remote_code)")
+
+
+def _overwrite() -> Any:
+    return opt(False, "replace a run made with a different config (removes only what sdft wrote)", run_only=True)
+
+
+def _seed() -> Any:
+    return opt(42, "random seed (sampling, subsets, permutations, training)")
+
+
+SERVER_OPTIONS = tuple(_server())  # --backend openai; other backends ignore them
 
 
 def server_options(cfg: Any) -> dict[str, Any]:
     """The ``make_backend`` keyword arguments for an OpenAI-compatible server (the key itself is never read here)."""
     return {k: getattr(cfg, k) for k in SERVER_OPTIONS}
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """``sdft distill``: the seed model rewrites every response; rewrites that pass the task check are kept."""
+
+    data: str = opt(help="JSON/JSONL/CSV file, HF save_to_disk folder, or a shipped dataset name")
+    out: str = opt(help="output folder (resumable)", run_only=True)
+    task: str = opt("alpaca", "distillation task: template, checks and data normalisation",
+                    choices=("alpaca", "general", "gsm8k", "openfunctions", "magicoder", "code"))
+    dataset_dir: str | None = opt(None, "folder with a LLaMA-Factory dataset_info.json")
+    columns: str | None = opt(None, "column mapping, e.g. instruction=question,output=answer")
+    formatting: str = opt("auto", "data format", choices=("auto", "alpaca", "sharegpt", "messages"))
+    model: str = _model()
+    teacher: str | None = opt(None, "another model writes the rewrites (not the method; for ablations)")
+    backend: str = _backend()
+    base_url: str | None = _server()["base_url"]
+    api_model: str | None = _server()["api_model"]
+    api_key_env: str = _server()["api_key_env"]
+    api_key_file: str | None = _server()["api_key_file"]
+    template: str | None = opt(None, "distillation template: using | refer | math-distill | a template .yaml "
+                                     "(default: the task's)")
+    prompt_format: str = _prompt_format()
+    layout: str = _layout()
+    decoding: str = opt("authors", "authors (T 0.95, top-p 0.7, top-k 50) | greedy", choices=DECODING_CHOICES)
+    max_new_tokens: int = opt(DEFAULT_MAX_NEW_TOKENS, "new tokens per rewrite", min=1)
+    seed: int = _seed()
+    subset: int | None = opt(None, "a seeded random subset of this many rows", min=1)
+    paper_cut: bool = opt(True, "as the paper: data over 10,000 rows are cut to a random 2,000")
+    limit: int | None = opt(None, "only the first N of the selection (raise it to continue a run)", extends=True,
+                            min=1)
+    shard: str | None = opt(None, "i/n: every n-th selected row from i (join shards with `sdft merge`)")
+    checks: tuple[str, ...] = opt((), "extra check: regex:PATTERN or module:function (repeatable)", flag="check")
+    clean: str = opt("strip", "strip (paper) | chatter (also drop echoed headers and \"Sure! Here is ...\")",
+                     choices=("strip", "chatter"))
+    allow_empty: bool = opt(False, "accept an empty rewrite (the release does; rejected by default)")
+    num_candidates: int = opt(1, "best-of-n: sample up to n rewrites per row, keep the first that passes", min=1)
+    batch_size: int = _batch_size()
+    chunk_size: int = _chunk_size()
+    threads: int | None = _threads()
+    cache_dir: str | None = _cache_dir()
+    trust_remote_code: bool = _trust()
+    overwrite: bool = _overwrite()
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -152,84 +305,97 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """``sdft train``: vanilla or SDFT fine-tuning with TRL's SFTTrainer and PEFT."""
+    """``sdft train``: vanilla or SDFT fine-tuning with TRL's SFTTrainer and PEFT (or TRL's on-policy baseline)."""
 
-    data: str  # a `sdft distill` folder, or Alpaca-style data (vanilla or onpolicy only)
-    out: str
-    method: str = "sdft"  # sdft (targets = checked rewrites) | vanilla (original responses) | onpolicy (TRL's
-    # on-policy self-distillation, Shenfeld et al. 2026: see sdft.onpolicy)
-    model: str = "default"
-    task: str | None = None  # default: the distillation's task (decides the prompt template and epochs)
-    dataset_dir: str | None = None
-    columns: str | None = None
-    template: str | None = None  # default: the task's train template
-    prompt_format: str = "auto"
-    layout: str = "standard"
-    mix_ratio: float | None = None  # share of rows whose target is the rewrite (default 1 for sdft, 0 for vanilla)
-    num_samples: int | None = None  # train on the first N of the seeded permutation (nested across N)
-    seed: int = 42
-    preset: str = "paper"  # paper | fair (overrides the LoRA settings below)
-    finetuning: str = "lora"  # lora | full | qlora (GPU + bitsandbytes)
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    lora_targets: str = "q_proj,v_proj"  # or all-linear
-    learning_rate: float = 1e-4
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.0  # share of steps for a linear warm-up (the release: none)
-    per_device_batch_size: int = 2
-    gradient_accumulation_steps: int = 4
-    epochs: float | None = None  # default: 5 for gsm8k/openfunctions, 2 otherwise (the paper)
-    max_steps: int = -1
-    cutoff_len: int = 1024
-    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
-    gradient_checkpointing: bool = False
-    padding_free: bool = False
-    cpu_malloc: bool = True  # CPU training on glibc: keep freed tensor memory for reuse (fewer page faults, ~+10%)
-    max_completion_length: int | None = None  # onpolicy: sampled tokens per prompt (default: longest demonstration)
-    onpolicy_teacher: str = "base"  # onpolicy: base (frozen seed model) | ema (the paper's) | live (the student)
-    eval_split: float = 0.0  # held-out share for eval loss
-    report_to: str = "none"  # passed to the trainer: tensorboard, wandb, mlflow ...
-    logging_steps: int = 1
-    save_steps: int = 50
-    merge: bool = False  # also save the merged full model
-    export_gguf: bool = False  # also write out/adapter.gguf: the LoRA for llama.cpp, against the base model's GGUF
-    resume: bool = False  # continue from the last checkpoint in `out`
-    ddp_backend: str | None = None  # e.g. gloo for multi-process CPU runs
-    cache_dir: str | None = None
-    trust_remote_code: bool = False
-    overwrite: bool = False
+    data: str = opt(help="a `sdft distill` folder, or Alpaca-style data (vanilla or onpolicy only)")
+    out: str = opt(help="output folder", run_only=True)
+    method: str = opt("sdft", "sdft (targets = checked rewrites) | vanilla (original responses) | onpolicy (TRL's "
+                              "on-policy self-distillation, Shenfeld et al. 2026)", choices=TRAIN_METHODS)
+    model: str = _model()
+    task: str | None = opt(None, "default: the distillation's task (decides the prompt template and epochs)")
+    dataset_dir: str | None = opt(None, "folder with a LLaMA-Factory dataset_info.json")
+    columns: str | None = opt(None, "column mapping, e.g. instruction=question,output=answer")
+    template: str | None = opt(None, "prompt template (default: the task's train template)")
+    prompt_format: str = _prompt_format()
+    layout: str = _layout()
+    mix_ratio: float | None = opt(None, "share of rows whose target is the rewrite (default 1 for sdft, 0 for "
+                                        "vanilla)", min=0)
+    num_samples: int | None = opt(None, "train on the first N of the seeded permutation (nested across N)", min=1)
+    seed: int = _seed()
+    preset: str = opt("paper", "paper (LoRA r8/16 on q,v) | fair (r64/128 all linear; overrides the LoRA options)",
+                      choices=tuple(PRESETS))
+    finetuning: str = opt("lora", "lora | full | qlora (GPU + bitsandbytes)", choices=("lora", "full", "qlora"))
+    lora_r: int = opt(8, "LoRA rank", min=1)
+    lora_alpha: int = opt(16, "LoRA alpha", min=1)
+    lora_dropout: float = opt(0.05, "LoRA dropout", min=0)
+    lora_targets: str = opt("q_proj,v_proj", "LoRA target modules: q_proj,v_proj | all-linear | names")
+    learning_rate: float = opt(1e-4, "peak learning rate", min=0)
+    lr_scheduler: str = opt("cosine", "learning-rate schedule (transformers' lr_scheduler_type)")
+    warmup_ratio: float = opt(0.0, "share of steps for a linear warm-up (the release: none)", min=0)
+    per_device_batch_size: int = opt(2, "rows per device per step", min=1)
+    gradient_accumulation_steps: int = opt(4, "steps accumulated per optimizer update", min=1)
+    epochs: float | None = opt(None, "default: 5 for gsm8k/openfunctions, 2 otherwise (the paper)", min=0)
+    max_steps: int = opt(-1, "stop after this many optimizer steps (-1: epochs decide)")
+    cutoff_len: int = opt(1024, "longest training sequence in tokens (prompt + target)", min=1)
+    dtype: str = opt("auto", "auto | float32 | bfloat16 | float16", choices=("auto", "float32", "bfloat16", "float16"))
+    gradient_checkpointing: bool = opt(False, "recompute activations to save memory")
+    padding_free: bool = opt(False, "TRL padding-free batches")
+    cpu_malloc: bool = opt(True, "CPU on glibc: keep freed tensor memory for reuse (fewer page faults, ~+10%)",
+                           run_only=True)
+    max_completion_length: int | None = opt(None, "onpolicy: tokens sampled per prompt (default: longest "
+                                                  "demonstration)", min=1)
+    onpolicy_teacher: str = opt("base", "onpolicy: base (frozen seed model) | ema (the paper's) | live (the "
+                                        "student)", choices=("base", "ema", "live"))
+    eval_split: float = opt(0.0, "held-out share for eval loss", min=0)
+    report_to: str = opt("none", "passed to the trainer: none | tensorboard | wandb | mlflow", run_only=True)
+    logging_steps: int = opt(1, "log the loss every N steps", run_only=True, min=1)
+    save_steps: int = opt(50, "checkpoint every N steps", run_only=True, min=1)
+    merge: bool = opt(False, "also save the merged full model")
+    export_gguf: bool = opt(False, "also write out/adapter.gguf: the LoRA for llama.cpp, against the base "
+                                   "model's GGUF", run_only=True)
+    resume: bool = opt(False, "continue from the last complete checkpoint in `out`", run_only=True)
+    ddp_backend: str | None = opt(None, "e.g. gloo for multi-process CPU runs", run_only=True)
+    cache_dir: str | None = _cache_dir()
+    trust_remote_code: bool = _trust()
+    overwrite: bool = _overwrite()
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     """``sdft eval``: generate answers to benchmark prompts and score them with the paper's rules."""
 
-    out: str
-    tasks: tuple[str, ...] = ("gsm8k",)
-    model: str = "default"
-    adapter: str | None = None  # a PEFT adapter folder (`sdft train` output)
-    backend: str = "auto"
-    base_url: str | None = None  # run-only: --backend openai: the server, e.g. http://127.0.0.1:8000/v1
-    api_model: str | None = None  # --backend openai: the served model name (default: from /v1/models)
-    api_key_env: str = "OPENAI_API_KEY"  # run-only: environment variable holding the API key (never recorded)
-    api_key_file: str | None = None  # run-only: or a file holding it
-    prompt_format: str = "auto"  # auto (chat when the model has a chat template) | chat | raw
-    layout: str = "standard"
-    decoding: str = "greedy"  # greedy (reproducible default) | authors (the release's sampling)
-    max_new_tokens: int | None = None  # default: the task's
-    seed: int = 42
-    limit: int | None = None  # the first N samples of each task
-    task_limits: dict = field(default_factory=dict)  # per-task override of `limit`, e.g. {alpacaeval: 8}
-    batch_size: int = 8  # run-only
-    chunk_size: int = 16  # run-only
-    workers: int | None = None  # run-only: parallel sandboxes for code tasks
-    threads: int | None = None  # run-only: CPU threads for generation (default: all cores)
-    cache_dir: str | None = None  # run-only
-    trust_remote_code: bool = False
-    overwrite: bool = False  # run-only
+    out: str = opt(help="output folder (resumable)", run_only=True)
+    tasks: tuple[str, ...] = opt(("gsm8k",), "comma-separated benchmarks (see `sdft eval --help`)", extends=True)
+    model: str = _model()
+    adapter: str | None = opt(None, "a PEFT adapter folder (`sdft train` output)")
+    backend: str = _backend()
+    base_url: str | None = _server()["base_url"]
+    api_model: str | None = _server()["api_model"]
+    api_key_env: str = _server()["api_key_env"]
+    api_key_file: str | None = _server()["api_key_file"]
+    prompt_format: str = _prompt_format()
+    layout: str = _layout()
+    decoding: str = opt("greedy", "greedy (reproducible default) | authors (the release's sampling)",
+                        choices=DECODING_CHOICES)
+    max_new_tokens: int | None = opt(None, "new tokens per answer (default: the task's)", min=1)
+    seed: int = _seed()
+    limit: int | None = opt(None, "the first N samples of each task", extends=True, min=1)
+    task_limits: dict = opt(help="per-task override of `limit`, e.g. {alpacaeval: 8}", factory=dict, extends=True,
+                            cli=False)
+    batch_size: int = _batch_size()
+    chunk_size: int = _chunk_size()
+    workers: int | None = opt(None, "parallel sandboxes for code tasks", run_only=True, min=1)
+    threads: int | None = _threads()
+    cache_dir: str | None = _cache_dir()
+    trust_remote_code: bool = _trust()
+    overwrite: bool = _overwrite()
+    sandbox: str = opt("bwrap", "how HumanEval programs run: bwrap (bubblewrap namespaces, no network, unprivileged; "
+                                "the default) | guard (in-process guard and rlimits only: weaker, by name)",
+                       choices=("bwrap", "guard"))
     # judged tasks (alpacaeval): verdicts live in one folder per judge, so these never invalidate generations
-    judge: str | None = None  # judge model: embedded alias, .gguf or HF folder (never the adapter under test)
-    judge_backend: str = "auto"
-    judge_prompt: str | None = None  # a pairwise prompt file (default: AlpacaEval's, shipped)
-    judge_unparseable: str = "exclude"  # exclude | tie: how a pair without a parseable verdict counts
+    judge: str | None = opt(None, "judge model for alpacaeval: alias, .gguf or HF folder (never the adapter under "
+                                  "test)", extends=True)
+    judge_backend: str = opt("auto", "backend of the judge", extends=True, choices=BACKEND_CHOICES)
+    judge_prompt: str | None = opt(None, "pairwise judge prompt file (default: AlpacaEval's, shipped)", extends=True)
+    judge_unparseable: str = opt("exclude", "exclude | tie: how a pair without a parseable verdict counts",
+                                 extends=True, choices=("exclude", "tie"))

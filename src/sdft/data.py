@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .templates import Turn
+from sdft.templates import Turn
 
 # canonical field -> LLaMA-Factory column key
 LF_KEYS = {"instruction": "prompt", "input": "query", "output": "response", "history": "history", "system": "system"}
@@ -59,14 +59,14 @@ def builtin_data_dir() -> Path:
     return Path(str(resources.files("sdft") / "resources" / "data"))
 
 
-def _read_text(path: Path) -> str:
+def read_text_file(path: Path) -> str:
     if path.suffix == ".gz":
         with gzip.open(path, "rt", encoding="utf-8") as f:
             return f.read()
     return path.read_text(encoding="utf-8")
 
 
-def _existing(path: Path) -> Path | None:
+def existing_path(path: Path) -> Path | None:
     """``path`` itself, or its ``.gz`` twin (how the package ships its data)."""
     if path.exists():
         return path
@@ -94,11 +94,11 @@ def parse_columns(spec: str | Mapping[str, str] | None) -> dict[str, str]:
 
 
 def read_dataset_info(dataset_dir: Path) -> dict[str, Any]:
-    info_path = _existing(dataset_dir / "dataset_info.json")
+    info_path = existing_path(dataset_dir / "dataset_info.json")
     if info_path is None:
         raise DataError(f"{dataset_dir}: no dataset_info.json in this folder")
     try:
-        info = json.loads(_read_text(info_path))
+        info = json.loads(read_text_file(info_path))
     except json.JSONDecodeError as e:
         raise DataError(f"{info_path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
     if not isinstance(info, dict):
@@ -115,7 +115,7 @@ def source_from_info(name: str, dataset_dir: Path) -> Source:
         hub = entry.get("hf_hub_url") if isinstance(entry, dict) else None
         why = f"it points at the hub ({hub}); this tool never downloads" if hub else "it has no 'file_name'"
         raise DataError(f"{dataset_dir / 'dataset_info.json'}: dataset '{name}' cannot be loaded: {why}")
-    path = _existing(dataset_dir / entry["file_name"])
+    path = existing_path(dataset_dir / entry["file_name"])
     if path is None:
         raise DataError(f"{dataset_dir / 'dataset_info.json'}: dataset '{name}': file {dataset_dir / entry['file_name']} not found")
     columns = parse_columns(entry.get("columns", {}))
@@ -148,7 +148,7 @@ def resolve_source(data: str, dataset_dir: str | Path | None = None, columns: st
                     f"known names: {', '.join(dict.fromkeys(known))}")
 
 
-def _load_records(path: Path) -> list[Any]:
+def load_records(path: Path) -> list[Any]:
     if path.is_dir():
         if not ((path / "state.json").exists() or (path / "dataset_dict.json").exists()):
             raise DataError(f"{path}: a folder, but not a dataset saved with datasets' save_to_disk")
@@ -160,7 +160,7 @@ def _load_records(path: Path) -> list[Any]:
             ds = ds[split]
         return [dict(r) for r in ds]
     try:
-        text = _read_text(path)
+        text = read_text_file(path)
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except (OSError, EOFError) as e:
@@ -284,7 +284,7 @@ def _conversation_example(r: _RowReader, src: Source, style: str) -> Example:
 
 def load_examples(src: Source) -> list[Example]:
     """All rows of a source as examples; raises :class:`DataError` on the first bad row."""
-    rows = _load_records(src.path)
+    rows = load_records(src.path)
     if not rows:
         raise DataError(f"{src.path}: no rows")
     style = _detect(rows, src)

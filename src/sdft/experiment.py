@@ -18,12 +18,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import ConfigError, DistillConfig, EvalConfig, TrainConfig, build, to_dict
-from .store import atomic_write_json, read_json
+from sdft.config import ConfigError, DistillConfig, EvalConfig, TrainConfig, build, hashable, read_yaml, to_dict
+from sdft.store import atomic_write_json, read_json
 
 METHODS = {"seed": None, "vanilla": ("vanilla", "paper"), "sdft": ("sdft", "paper"),
            "vanilla-fair": ("vanilla", "fair"), "sdft-fair": ("sdft", "fair"),
-           "onpolicy": ("onpolicy", "paper")}  # TRL's on-policy self-distillation (sdft.onpolicy), a baseline
+           "onpolicy": ("onpolicy", "paper")}  # TRL's on-policy self-distillation (sdft.training.onpolicy), a baseline
 DONE = "STAGE.json"
 
 
@@ -112,17 +112,8 @@ def _hash(obj: Any) -> str:
 
 
 def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
-    import yaml
-
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: experiment config not found")
-    try:
-        doc = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: invalid YAML: {e}") from None
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{p}: expected a mapping")
+    doc = read_yaml(p)
     doc.update({k: v for k, v in (overrides or {}).items() if v is not None})
     doc.setdefault("name", p.stem)
     doc.setdefault("out", f"runs/{doc['name']}")
@@ -145,7 +136,7 @@ def plan(cfg: ExperimentConfig) -> list[Stage]:
         ev_common["judge"] = cfg.model  # one fixed judge for every arm: the seed model, never an adapter
 
     def eval_stage(label: str, adapter_stage: Stage | None, meta: dict) -> Stage:
-        fp = {k: v for k, v in ev_common.items() if k != "cache_dir"}
+        fp = hashable(EvalConfig, ev_common)
         key = _hash({"eval": fp, "adapter": adapter_stage.key if adapter_stage else None})
         st = Stage("eval", key, label, None, [adapter_stage.key] if adapter_stage else [], meta)
         adapter = str(adapter_stage.folder(root)) if adapter_stage else None
@@ -180,7 +171,7 @@ def _dataset_stages(cfg: ExperimentConfig, ds: dict, trained: list[str], root: P
                 break
             d = {"data": ds["data"], "task": ds["task"], "dataset_dir": ds["dataset_dir"], "model": cfg.model,
                  "seed": seed, "template": template, "cache_dir": cfg.cache_dir, **cfg.distill, **ds["distill"]}
-            dkey = _hash({k: v for k, v in d.items() if k not in {"cache_dir", "batch_size", "chunk_size"}})
+            dkey = _hash(hashable(DistillConfig, d))
             suffix = f" seed={seed}" + (f" template={template}" if template else "")
             dist = Stage("distill", dkey, f"{prefix}distill{suffix}", None, [],
                          {"dataset": ds["name"], "seed": seed, "template": template})
@@ -198,7 +189,7 @@ def _dataset_stages(cfg: ExperimentConfig, ds: dict, trained: list[str], root: P
                     t = {"data": str(dist.folder(root)), "method": method, "preset": preset, "model": cfg.model,
                          "seed": seed, "num_samples": n, "mix_ratio": mix, "cache_dir": cfg.cache_dir, **cfg.train,
                          **ds["train"]}
-                    tkey = _hash({"train": {k: v for k, v in t.items() if k not in {"cache_dir", "data", "cpu_malloc"}},
+                    tkey = _hash({"train": {k: v for k, v in hashable(TrainConfig, t).items() if k != "data"},
                                   "distill": dkey})
                     meta = {"dataset": ds["name"], "arm": arm, "seed": seed, "num_samples": n, "mix_ratio": mix,
                             "template": template}
@@ -216,7 +207,7 @@ def _eval_tasks(cfg: ExperimentConfig) -> tuple[str, ...]:
 
 
 def _run_distill(stage: Stage, folder: Path, by_key: dict, root: Path, log, progress: bool) -> None:
-    from .distill import distill
+    from sdft.distillation.distill import distill
 
     distill(stage.config, progress=progress, log=log)
 
@@ -224,26 +215,26 @@ def _run_distill(stage: Stage, folder: Path, by_key: dict, root: Path, log, prog
 def _run_train(stage: Stage, folder: Path, by_key: dict, root: Path, log, progress: bool) -> None:
     from dataclasses import replace
 
-    from .train import train
+    from sdft.training import train
 
     resume = (folder / "checkpoints").exists()
     train(replace(stage.config, resume=resume, overwrite=resume), log=log)
 
 
 def _run_eval(stage: Stage, folder: Path, by_key: dict, root: Path, log, progress: bool) -> None:
-    from .evaluate import evaluate
+    from sdft.evaluation.evaluate import evaluate
 
     evaluate(stage.config, progress=progress, log=log)
 
 
 def _run_gap(stage: Stage, folder: Path, by_key: dict, root: Path, log, progress: bool) -> None:
-    from .gap import measure_gap
+    from sdft.distillation.gap import measure_gap
 
     measure_gap(by_key[stage.config["distill"]].folder(root), out=folder, log=log)
 
 
 def _run_shift(stage: Stage, folder: Path, by_key: dict, root: Path, log, progress: bool) -> None:
-    from .shift import shift_report
+    from sdft.evaluation.shift import shift_report
 
     a = by_key[stage.config["seed_eval"]].folder(root)
     b = by_key[stage.config["eval"]].folder(root)
@@ -286,7 +277,7 @@ def run_experiment(cfg: ExperimentConfig, *, dry_run: bool = False, progress: bo
         atomic_write_json(st.folder(root) / DONE, {"kind": st.kind, "key": st.key, "label": st.label,
                                                    "meta": st.meta, "seconds": round(time.perf_counter() - t0, 1)})
         ran += 1
-    from .report import write_report
+    from sdft.report import write_report
 
     report = write_report(root)
     log(f"{ran} stage(s) ran, {cached} cached, {time.perf_counter() - t_all:.0f}s. Report: {report}")

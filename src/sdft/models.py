@@ -74,7 +74,7 @@ def _package_files(m: EmbeddedModel) -> list[Path]:
     return files
 
 
-def _atomic_dir(target: Path, build: Callable[[Path], None]) -> None:
+def atomic_dir(target: Path, build: Callable[[Path], None]) -> None:
     """Build into a temporary sibling and rename, under a lock, so a killed conversion leaves no half cache."""
     from filelock import FileLock
 
@@ -99,7 +99,7 @@ def _assemble_gguf(files: list[Path], dest: Path) -> None:
                 with open(f, "rb") as fh:
                     shutil.copyfileobj(fh, out, 1 << 24)
 
-    _atomic_dir(dest, build)
+    atomic_dir(dest, build)
 
 
 def gguf_to_hf(gguf: Path, dest: Path, log: Callable[[str], None] = print) -> None:
@@ -118,7 +118,7 @@ def gguf_to_hf(gguf: Path, dest: Path, log: Callable[[str], None] = print) -> No
         tok.save_pretrained(str(tmp))
         log(f"cached {dest} in {time.perf_counter() - t0:.0f}s")
 
-    _atomic_dir(dest, build)
+    atomic_dir(dest, build)
 
 
 def strip_quantizer(model) -> None:
@@ -173,3 +173,15 @@ def load_tokenizer(model: ResolvedModel, trust_remote_code: bool = False):
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+def pick_dtype(name: str = "auto"):
+    """``auto``: bfloat16 on a CUDA GPU that supports it, else float32 (bf16 is emulated and slow on CPUs
+    without bf16 instructions, see offline-models.md)."""
+    import torch
+
+    if name != "auto":
+        return getattr(torch, name)
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32

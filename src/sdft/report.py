@@ -10,31 +10,15 @@ from __future__ import annotations
 import base64
 import html
 import json
-import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from .store import atomic_write_text, read_json
+from sdft.stats import mcnemar_exact
+from sdft.store import atomic_write_text, read_json
 
 Block = tuple  # ("h1"|"h2"|"p"|"ul"|"table"|"img", ...)
-
-
-def mcnemar_exact(b: int, c: int) -> float:
-    """Two-sided exact McNemar p-value from the discordant counts b (only A right) and c (only B right).
-
-    >>> round(mcnemar_exact(0, 6), 4)
-    0.0312
-    >>> mcnemar_exact(3, 3)
-    1.0
-    """
-    n = b + c
-    if n == 0:
-        return 1.0
-    k = min(b, c)
-    p = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
-    return min(1.0, 2 * p)
 
 
 def _samples(folder: Path, task: str) -> dict[int, float]:
@@ -231,7 +215,7 @@ def shift_section(data: dict, figdir: Path) -> list[Block]:
         adapter_stage = next((t for t in data["trains"] if t["meta"] == m), None)
         if adapter_stage:
             try:
-                from .shift import lora_distance
+                from sdft.evaluation.shift import lora_distance
 
                 dist = f"{lora_distance(Path(adapter_stage['folder']))['total']:.4f}"
             except Exception:  # a full fine-tune or a missing adapter: not shown
@@ -251,7 +235,7 @@ def shift_section(data: dict, figdir: Path) -> list[Block]:
                 per_arm[metric][f"{_arm_label(m, data)} (seed {m.get('seed')})"] = vals
     blocks.append(("table", header, rows))
     try:
-        from .shift import histogram
+        from sdft.evaluation.shift import histogram
 
         for metric, series in per_arm.items():
             p = figdir / f"shift-{metric}.png"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .base import AUTHORS_SAMPLING, DECODING_PRESETS, GREEDY, Backend, Completion, GenerationParams
+from sdft.generation.base import AUTHORS_SAMPLING, DECODING_PRESETS, GREEDY, Backend, Completion, GenerationParams
 
 # name -> "module:Class"; imported only when chosen (vllm is an optional extra)
 BACKENDS: dict[str, str] = {
@@ -50,7 +50,7 @@ def generate_in_chunks(backend: Backend, prompts: list[str], params: GenerationP
 
 def pick_backend(name: str, model: Any, adapter: str | None = None) -> str:
     """``auto``: vllm on a GPU when installed; else llamacpp for a model with a GGUF, also with an adapter that is a
-    GGUF LoRA file or a PEFT LoRA folder that converts to one (:mod:`sdft.gguf_lora`: exact up to the base's
+    GGUF LoRA file or a PEFT LoRA folder that converts to one (:mod:`sdft.generation.gguf_lora`: exact up to the base's
     quantisation); else hf (e.g. a DoRA adapter, or a model without a GGUF)."""
     if name != "auto":
         return name
@@ -71,6 +71,6 @@ def pick_backend(name: str, model: Any, adapter: str | None = None) -> str:
 
 
 def _converts(adapter: str, gguf: Any) -> bool:
-    from ..gguf_lora import unsupported_reason
+    from sdft.generation.gguf_lora import unsupported_reason
 
     return unsupported_reason(adapter, gguf) is None

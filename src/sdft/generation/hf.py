@@ -5,19 +5,8 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
-from .base import Completion, GenerationParams, cut_at_stop
-
-
-def pick_dtype(name: str = "auto"):
-    """``auto``: bfloat16 on a CUDA GPU that supports it, else float32 (bf16 is emulated and slow on CPUs
-    without bf16 instructions, see offline-models.md)."""
-    import torch
-
-    if name != "auto":
-        return getattr(torch, name)
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
+from sdft.models import pick_dtype
+from sdft.generation.base import Completion, GenerationParams, cut_at_stop
 
 
 class HFBackend:

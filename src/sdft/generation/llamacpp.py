@@ -41,7 +41,7 @@ top-p boundary; HF also penalises its left-padding tokens. Prompt caching is off
 (``cache_prompt=False``) so that no result depends on which slot's leftover KV cache served it.
 
 LoRA: ``adapter`` is a GGUF LoRA file or a PEFT LoRA adapter folder (``sdft train`` output), which is converted
-once by :func:`sdft.gguf_lora.convert_lora` into ``<adapter>/adapter.gguf`` and applied at scale 1 on top of the
+once by :func:`sdft.generation.gguf_lora.convert_lora` into ``<adapter>/adapter.gguf`` and applied at scale 1 on top of the
 quantised base weights (llama.cpp adds ``(alpha/r)·B·(A·x)`` at run time; nothing is merged or re-quantised).
 Measured on SmolLM2-135M with random LoRAs (q/v, and all-linear; ``tests/test_gguf_lora.py``): along HF's greedy
 path the log-probs differ from HF's (float32 base + PEFT) by ~0.1 on average, as much as with no adapter on either
@@ -64,7 +64,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
-from .base import Completion, GenerationParams, cut_at_stop
+from sdft.generation.base import Completion, GenerationParams, cut_at_stop
 
 # every sampler and option HF does not have, switched off explicitly (the server's defaults are top_k 40, min_p 0.05)
 _OFF = dict(min_p=0.0, typical_p=1.0, presence_penalty=0.0, frequency_penalty=0.0, dry_multiplier=0.0,
@@ -75,7 +75,7 @@ def lora_file(adapter: str | Path, base_gguf: Path) -> Path:
     """A GGUF LoRA file as it is; a PEFT adapter folder converted for ``base_gguf`` (once, cached next to it)."""
     a = Path(adapter)
     if a.is_dir():
-        from ..gguf_lora import convert_lora
+        from sdft.generation.gguf_lora import convert_lora
 
         return convert_lora(a, base_gguf)
     if not a.is_file():

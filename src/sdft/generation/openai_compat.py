@@ -63,7 +63,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
-from .base import Completion, GenerationParams, cut_at_stop
+from sdft.generation.base import Completion, GenerationParams, cut_at_stop
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ import os
 import time
 from typing import Any, Callable, Sequence
 
-from .base import Completion, GenerationParams, cut_at_stop
+from sdft.generation.base import Completion, GenerationParams, cut_at_stop
 
 
 def sampling_kwargs(params: GenerationParams, seed: int) -> dict:

@@ -1,0 +1,106 @@
+"""The Python API: one function per CLI command, taking the same config objects (or a YAML path, or keyword
+overrides) and returning result objects. The ``sdft`` command is a thin layer over these.
+
+>>> import sdft
+>>> sorted(n for n in sdft.__all__ if not n.startswith("_"))[:4]
+['DistillConfig', 'EvalConfig', 'ExperimentConfig', 'TrainConfig']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from sdft.config import DistillConfig, EvalConfig, TrainConfig, build, load, to_dict
+
+C = TypeVar("C")
+Log = Callable[[str], None]
+
+
+def _config(cls: type[C], config: C | str | Path | None, overrides: dict[str, Any], section: str) -> C:
+    """A config from an instance, a YAML file (its ``section`` or top-level keys) or nothing, with overrides."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if isinstance(config, cls):
+        return build(cls, {**to_dict(config), **given}, "python call") if given else config
+    if config is not None and not isinstance(config, (str, Path)):
+        raise TypeError(f"config must be a {cls.__name__}, a YAML path or None, not {type(config).__name__}")
+    return load(cls, config, given, section=section if config else None)
+
+
+@dataclass
+class EvalResult:
+    out: Path
+    results: list[dict]  # one per task: score, n, correct, ci95, ...
+
+    def score(self, task: str) -> float:
+        return next(r["score"] for r in self.results if r["task"] == task)
+
+
+def distill(config: DistillConfig | str | Path | None = None, *, progress: bool = False, log: Log = print,
+            **overrides: Any):
+    """Rewrite every response with the seed model (``sdft distill``); returns a ``DistillResult`` (``out``,
+    ``summary``, ``manifest``)."""
+    from sdft.distillation.distill import distill as run
+
+    return run(_config(DistillConfig, config, overrides, "distill"), progress=progress, log=log)
+
+
+def train(config: TrainConfig | str | Path | None = None, *, log: Log = print, **overrides: Any):
+    """Fine-tune (``sdft train``); returns a ``TrainResult`` (``out``, ``manifest``)."""
+    from sdft.training import train as run
+
+    return run(_config(TrainConfig, config, overrides, "train"), log=log)
+
+
+def evaluate(config: EvalConfig | str | Path | None = None, *, progress: bool = False, log: Log = print,
+             **overrides: Any) -> EvalResult:
+    """Generate and score benchmark answers (``sdft eval``)."""
+    from sdft.evaluation.evaluate import evaluate as run
+
+    cfg = _config(EvalConfig, config, overrides, "eval")
+    return EvalResult(Path(cfg.out), run(cfg, progress=progress, log=log))
+
+
+def score(task: str, predictions: str | Path, out: str | Path, data: str | Path | None = None) -> dict:
+    """Score another system's outputs with the same scorers (``sdft score``)."""
+    from sdft.evaluation.scoring import score_predictions
+
+    return score_predictions(task, predictions, out, data)
+
+
+def gap(data: str | Path, *, model: str | None = None, out: str | Path | None = None, limit: int | None = None,
+        batch_size: int = 4, log: Log = print) -> dict:
+    """Seed-model NLL of the original vs the distilled targets of a distillation folder (``sdft gap``)."""
+    from sdft.distillation.gap import measure_gap
+
+    return measure_gap(data, model=model, out=out or data, limit=limit, batch_size=batch_size, log=log)
+
+
+def load_experiment(config: str | Path, **overrides: Any):
+    """An ``ExperimentConfig`` from its YAML file, with overrides (e.g. ``out=``)."""
+    from sdft.experiment import load_experiment as load_exp
+
+    return load_exp(config, overrides)
+
+
+def run_experiment(config: Any, *, dry_run: bool = False, progress: bool = False, log: Log = print,
+                   **overrides: Any) -> Path:
+    """Run a whole comparison as cached stages and write its report (``sdft experiment``); returns the report's
+    path (the output folder with ``dry_run``). ``config``: an ``ExperimentConfig`` or its YAML path."""
+    from sdft.experiment import ExperimentConfig, run_experiment as run
+
+    if isinstance(config, ExperimentConfig):
+        cfg = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    else:
+        cfg = load_experiment(config, **overrides)
+    return run(cfg, dry_run=dry_run, progress=progress, log=log)
+
+
+def report(run: str | Path) -> Path:
+    """(Re)write an experiment's report (``sdft report``); returns the markdown report's path."""
+    from sdft.report import write_report
+
+    if not (Path(run) / "experiment.json").exists():
+        raise FileNotFoundError(f"{run}: not an experiment folder (no experiment.json)")
+    return write_report(run)

@@ -1,0 +1,304 @@
+"""What every training method shares: config resolution, rows and targets, tokenization, the output folder
+check, PEFT config, the train-and-save step, the manifest, the loss curve and the model card."""
+
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, Sequence
+
+from sdft.config import PRESETS, TRAIN_METHODS, TrainConfig, folder_free, to_dict
+from sdft.data import Example, file_sha256, load_examples, resolve_source
+from sdft.store import atomic_write_json, atomic_write_text, read_json, read_records
+from sdft.distillation.tasks import get_task
+from sdft.templates import default_prompt_format, get_template, render
+
+LONG_TASKS = {"gsm8k", "openfunctions"}  # the paper trains these for 5 epochs, the others for 2
+
+
+class TrainError(ValueError):
+    """Bad training input or configuration."""
+
+
+def resolve_config(cfg: TrainConfig) -> TrainConfig:
+    if cfg.method not in TRAIN_METHODS:
+        raise TrainError(f"--method {cfg.method!r}: unknown; use one of {', '.join(TRAIN_METHODS)}")
+    if cfg.preset not in PRESETS:
+        raise TrainError(f"--preset '{cfg.preset}': use one of {', '.join(PRESETS)}")
+    if cfg.finetuning not in {"lora", "full", "qlora"}:
+        raise TrainError(f"--finetuning '{cfg.finetuning}': use lora, full or qlora")
+    if cfg.mix_ratio is not None and not 0.0 <= cfg.mix_ratio <= 1.0:
+        raise TrainError(f"--mix-ratio {cfg.mix_ratio}: must be between 0 and 1")
+    if cfg.export_gguf and cfg.finetuning == "full":
+        raise TrainError("export_gguf converts a LoRA adapter; a full fine-tune has none (convert its model folder "
+                         "with llama.cpp's convert_hf_to_gguf.py)")
+    return replace(cfg, **PRESETS[cfg.preset])
+
+
+def load_rows(cfg: TrainConfig) -> tuple[list[dict[str, Any]], str, Path]:
+    """Rows with ``output`` and ``original``, the task name, and the file they came from."""
+    path = Path(cfg.data).expanduser()
+    if path.is_dir() and (path / "rows.jsonl").exists():
+        rows = read_records(path / "rows.jsonl", repair=False)
+        if not rows:
+            raise TrainError(f"{path / 'rows.jsonl'}: no finished rows")
+        dcfg = read_json(path / "config.json")["config"] if (path / "config.json").exists() else {}
+        manifest = read_json(path / "manifest.json") if (path / "manifest.json").exists() else {}
+        if manifest.get("status") not in (None, "complete"):
+            raise TrainError(f"{path}: the distillation is {manifest['status']}; finish it (re-run the same "
+                             "`sdft distill` command) before training")
+        return sorted(rows, key=lambda r: r["index"]), cfg.task or dcfg.get("task", "alpaca"), path / "rows.jsonl"
+    if cfg.method == "sdft" and (cfg.mix_ratio is None or cfg.mix_ratio > 0):
+        raise TrainError(f"{cfg.data}: SDFT trains on a `sdft distill` folder (rows.jsonl); plain data can only "
+                         "be used with --method vanilla or onpolicy")
+    task = get_task(cfg.task or "alpaca")
+    src = resolve_source(cfg.data, cfg.dataset_dir, cfg.columns or (task.columns or None))
+    examples = load_examples(src)
+    if task.normalize_output:
+        examples = [replace(e, output=task.normalize_output(e.output)) for e in examples]
+    rows = [_row(e) for e in examples]
+    return rows, task.name, src.path
+
+
+def _row(e: Example) -> dict[str, Any]:
+    r: dict[str, Any] = {"index": e.index, "instruction": e.instruction, "input": e.input, "output": e.output.strip(),
+                         "original": e.output}
+    if e.history:
+        r["history"] = [[t.user, t.assistant] for t in e.history]
+    return r
+
+
+def choose_targets(rows: list[dict], method: str, mix_ratio: float | None, num_samples: int | None,
+                   seed: int) -> tuple[list[tuple[dict, str]], dict[str, Any]]:
+    """Pure: which rows train and on which target. Returns (row, target) pairs and statistics."""
+    r = mix_ratio if mix_ratio is not None else (1.0 if method == "sdft" else 0.0)
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    if num_samples is not None:
+        if num_samples > len(rows):
+            raise TrainError(f"--num-samples {num_samples}: only {len(rows)} rows available")
+        order = order[:num_samples]
+    n_distilled = round(r * len(order))
+    pairs = []
+    changed = 0
+    for k, i in enumerate(order):
+        row = rows[i]
+        use_rewrite = k < n_distilled
+        target = row["output"] if use_rewrite else row["original"].strip()
+        changed += target != row["original"].strip()
+        pairs.append((row, target))
+    stats = {"rows": len(pairs), "mix_ratio": r, "rows_taking_rewrite_slot": n_distilled,
+             "targets_changed": changed, "share_changed": changed / len(pairs) if pairs else 0.0}
+    return pairs, stats
+
+
+def tokenize(pairs: list[tuple[dict, str]], tokenizer, template, prompt_format: str, layout: str,
+             cutoff_len: int) -> tuple[list[dict[str, list[int]]], dict[str, int]]:
+    """``input_ids`` = prompt + target + eos, ``completion_mask`` = 1 on target and eos. Prompt and target are
+    tokenized separately (as LLaMA-Factory does) so the prompt tokens equal what generation sees."""
+    from sdft.templates import Turn
+
+    feats, prompt_tokens, target_tokens, truncated = [], 0, 0, 0
+    eos = tokenizer.eos_token
+    for row, target in pairs:
+        hist = tuple(Turn(u, a) for u, a in row.get("history", []))
+        prompt = render(template, row["instruction"], row.get("input", ""), history=hist,
+                        prompt_format=prompt_format, layout=layout, tokenizer=tokenizer)
+        p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        t_ids = tokenizer(target + eos, add_special_tokens=False)["input_ids"]
+        ids, mask = p_ids + t_ids, [0] * len(p_ids) + [1] * len(t_ids)
+        if len(ids) > cutoff_len:
+            truncated += 1
+            ids, mask = ids[:cutoff_len], mask[:cutoff_len]
+        prompt_tokens += len(p_ids)
+        target_tokens += sum(mask)
+        feats.append({"input_ids": ids, "completion_mask": mask})
+    return feats, {"prompt_tokens": prompt_tokens, "target_tokens": target_tokens, "truncated_rows": truncated}
+
+
+def default_epochs(task: str) -> float:
+    return 5.0 if task in LONG_TASKS else 2.0
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    manifest: dict[str, Any]
+
+
+def check_out(out: Path, cfg: TrainConfig) -> None:
+    prev = out / "config.json"
+    if not prev.exists():
+        return
+    keep = set(folder_free(TrainConfig))
+    if cfg.resume:  # a resumed run may extend its budget
+        keep |= {"max_steps", "epochs"}
+    old = {k: v for k, v in read_json(prev).items() if k not in keep}
+    defaults = to_dict(TrainConfig(data="", out=""))  # a key added to TrainConfig later counts as its default
+    new = {k: v for k, v in to_dict(cfg).items() if k not in keep and (k in old or v != defaults.get(k))}
+    if old != new and not cfg.overwrite:
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise TrainError(f"{out}: holds a run with a different config (differs in: {', '.join(diff)}); "
+                         "choose another --out or pass --overwrite")
+    if (out / "adapter_config.json").exists() or (out / "model.safetensors").exists():
+        if not cfg.resume and not cfg.overwrite:
+            raise TrainError(f"{out}: already holds a finished run; pass --overwrite to train again")
+
+
+def peft_config(cfg: TrainConfig) -> Any:
+    """The PEFT LoRA config of a resolved ``cfg`` (None for full fine-tuning); every method uses this one."""
+    if cfg.finetuning not in {"lora", "qlora"}:
+        return None
+    from peft import LoraConfig
+
+    targets: Any = "all-linear" if cfg.lora_targets == "all-linear" else [
+        t.strip() for t in cfg.lora_targets.split(",") if t.strip()]
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=targets, task_type="CAUSAL_LM")
+
+
+class RunInputs(NamedTuple):
+    out: Path
+    rows: list
+    data_path: Path
+    task: Any
+    template: Any
+    model_ref: Any
+    tokenizer: Any
+    fmt: str
+    pairs: list
+    mix_stats: dict
+
+
+def prepare_run(cfg: TrainConfig, log: Callable[[str], None] = print) -> RunInputs:
+    """What every training method starts from: the checked output folder, the rows and their chosen targets,
+    the task, template, seed model, tokenizer and prompt format."""
+    from sdft.models import load_tokenizer, resolve_model
+
+    out = Path(cfg.out)
+    check_out(out, cfg)
+    rows, task_name, data_path = load_rows(cfg)
+    task = get_task(task_name)
+    template = get_template(cfg.template or task.train_template)
+    model_ref = resolve_model(cfg.model, cfg.cache_dir, log=log)
+    tokenizer = load_tokenizer(model_ref, cfg.trust_remote_code)
+    fmt = default_prompt_format(tokenizer) if cfg.prompt_format == "auto" else cfg.prompt_format
+    pairs, mix_stats = choose_targets(rows, cfg.method, cfg.mix_ratio, cfg.num_samples, cfg.seed)
+    return RunInputs(out, rows, data_path, task, template, model_ref, tokenizer, fmt, pairs, mix_stats)
+
+
+def tune_malloc(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 << 30) -> bool:
+    """Make glibc's malloc keep freed memory for reuse: a CPU training step allocates and frees the same activation
+    tensors every step, and with glibc's defaults many of them are fresh ``mmap`` regions whose pages the kernel must
+    fault in and zero again each time (measured: ~20% more page faults and ~1 s per step of system time on
+    SmolLM2-135M; see BENCHMARKS.md). Raises the mmap threshold to its 32 MiB maximum and lets up to 1 GiB of freed
+    heap stay mapped — the same as ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` in the environment.
+    Returns False (and changes nothing) where the C library is not glibc."""
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    libc = ctypes.CDLL(None)
+    return bool(libc.mallopt(m_mmap_threshold, mmap_threshold)) and bool(libc.mallopt(m_trim_threshold,
+                                                                                      trim_threshold))
+
+
+class Trained(NamedTuple):
+    result: Any  # the trainer's TrainOutput
+    wall: float  # seconds spent in trainer.train()
+    resumed: bool
+    losses: list[dict]  # the logged steps that carry a loss
+
+
+def run_and_save(trainer: Any, tokenizer: Any, out: Path, resume: bool, merge: bool) -> Trained | None:
+    """Train (from the last checkpoint in ``out/checkpoints`` when ``resume`` and one exists), then on the main
+    process save the adapter or model, the tokenizer, the loss curve and, with ``merge``, the merged model under
+    ``out/merged``. None on the other processes of a distributed run."""
+    resume = resume and any((out / "checkpoints").glob("checkpoint-*"))
+    t0 = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    wall = time.perf_counter() - t0
+    if not trainer.is_world_process_zero():
+        return None
+    trainer.save_model(str(out))
+    tokenizer.save_pretrained(str(out))
+    if merge:
+        merged = trainer.model.merge_and_unload()
+        merged.save_pretrained(str(out / "merged"), safe_serialization=True)
+        tokenizer.save_pretrained(str(out / "merged"))
+    history = trainer.state.log_history
+    write_loss_curve(out, history)
+    return Trained(result, wall, resume, [h for h in history if "loss" in h])
+
+
+def base_manifest(cfg: TrainConfig, task: Any, template: Any, fmt: str, model_ref: Any, data_path: Path,
+                  rows: Sequence[Any], targets: dict, tok_stats: dict, epochs: Any, steps: int,
+                  run: Trained) -> dict[str, Any]:
+    """The manifest fields every training method writes (the report and `sdft eval` read these)."""
+    return {
+        "method": cfg.method, "task": task.name, "template": template.name, "prompt_format": fmt,
+        "model": {"name": model_ref.name, "source": model_ref.source}, "data": {
+            "path": str(data_path), "sha256": file_sha256(data_path), "rows_available": len(rows)},
+        "targets": targets, "tokens": tok_stats, "epochs": epochs, "steps": steps,
+        "loss_first": run.losses[0]["loss"] if run.losses else None,
+        "loss_last": run.losses[-1]["loss"] if run.losses else None, "train_runtime_s": round(run.wall, 2),
+        "resumed": run.resumed, "config": to_dict(cfg), "versions": _versions(), "trainer_metrics": run.result.metrics,
+    }
+
+
+def fmt_loss(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {p: version(p) for p in ("sdft", "torch", "transformers", "trl", "peft", "accelerate")}
+
+
+def write_loss_curve(out: Path, history: list[dict]) -> None:
+    rows = [h for h in history if "loss" in h or "eval_loss" in h]
+    lines = ["step,epoch,loss,eval_loss,learning_rate,grad_norm"]
+    for h in rows:
+        lines.append(",".join(str(h.get(k, "")) for k in ("step", "epoch", "loss", "eval_loss", "learning_rate",
+                                                             "grad_norm")))
+    atomic_write_text(out / "loss.csv", "\n".join(lines) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # plots are optional (the `eval` extra)
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    tr = [h for h in rows if "loss" in h]
+    ax.plot([h["step"] for h in tr], [h["loss"] for h in tr], label="train loss")
+    ev = [h for h in rows if "eval_loss" in h]
+    if ev:
+        ax.plot([h["step"] for h in ev], [h["eval_loss"] for h in ev], "o-", label="eval loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "loss.png", dpi=120)
+    plt.close(fig)
+
+
+def model_card(m: dict[str, Any]) -> str:
+    c = m["config"]
+    return (f"# {m['method'].upper()} fine-tune of {m['model']['name']}\n\n"
+            f"Made with `sdft train` (Self-Distillation Fine-Tuning, Yang et al., ACL 2024).\n\n"
+            f"- method: **{m['method']}** — targets: {m['targets']['share_changed']:.1%} of "
+            f"{m['targets']['rows']} rows are the seed model's own rewrites (mix ratio {m['targets']['mix_ratio']})\n"
+            f"- task / template / prompt format: {m['task']} / {m['template']} / {m['prompt_format']}\n"
+            f"- fine-tuning: {c['finetuning']} (r {c['lora_r']}, alpha {c['lora_alpha']}, targets "
+            f"{c['lora_targets']}), lr {c['learning_rate']} {c['lr_scheduler']}, batch "
+            f"{c['per_device_batch_size']}×{c['gradient_accumulation_steps']}, {m['epochs']} epochs, "
+            f"{m['steps']} steps, seed {c['seed']}\n"
+            f"- loss: {fmt_loss(m['loss_first'])} → {fmt_loss(m['loss_last'])}; {m['train_tokens_per_s']} tokens/s\n"
+            f"- data: `{m['data']['path']}` (sha256 {m['data']['sha256'][:16]}…)\n")
