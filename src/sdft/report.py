@@ -215,7 +215,7 @@ def shift_section(data: dict, figdir: Path) -> list[Block]:
         adapter_stage = next((t for t in data["trains"] if t["meta"] == m), None)
         if adapter_stage:
             try:
-                from sdft.evaluation.shift import lora_distance
+                from sdft.evaluation.weights import lora_distance
 
                 dist = f"{lora_distance(Path(adapter_stage['folder']))['total']:.4f}"
             except Exception:  # a full fine-tune or a missing adapter: not shown

@@ -22,8 +22,12 @@ def write_jsonl(path: Path, rows) -> Path:
 
 
 def test_doctests():
-    result = doctest.testmod(scoring)
-    assert result.attempted > 0 and result.failed == 0
+    from sdft import stats
+    from sdft.evaluation import tables
+
+    for module in (stats, tables):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module
 
 
 @pytest.mark.parametrize("k,n,lo,hi", [

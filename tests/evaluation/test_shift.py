@@ -8,8 +8,10 @@ import math
 import pytest
 
 from sdft.data import DataError
-from sdft.evaluation.shift import (ReleaseTokenizer, bleu4, embedding_cosine, full_distance, histogram, jieba_tokens,
-                        load_embedder, lora_distance, pair_eval_runs, rouge_l, shift_report, similarity, summary)
+from sdft.evaluation.shift import histogram, pair_eval_runs, shift_report
+from sdft.evaluation.similarity import (ReleaseTokenizer, bleu4, embedding_cosine, jieba_tokens, load_embedder, rouge_l,
+                                        similarity, summary)
+from sdft.evaluation.weights import full_distance, lora_distance
 
 # ------------------------------------------------------------------------------------------------ BLEU / ROUGE
 

@@ -67,17 +67,17 @@ def test_registry_dispatches_and_rejects_unknown_methods(tmp_path, monkeypatch):
         train(TrainConfig(data="x", out=str(tmp_path / "o"), method="nope"))
     with pytest.raises(TrainError, match="unknown"):
         resolve_config(TrainConfig(data="x", out="o", method="SDFT"))
+    with pytest.raises(TrainError, match="onpolicy-teacher"):
+        train_onpolicy(TrainConfig(data="x", out=str(tmp_path / "o"), onpolicy_teacher="oracle"))
     seen = []
     monkeypatch.setattr("sdft.training.onpolicy.run_onpolicy",
                         lambda cfg, log: seen.append(cfg) or TrainResult(Path(cfg.out), {}))
     assert train(TrainConfig(data="x", out="o", method="onpolicy")).out == Path("o") and len(seen) == 1
-    with pytest.raises(TrainError, match="onpolicy-teacher"):
-        train_onpolicy(TrainConfig(data="x", out=str(tmp_path / "o"), onpolicy_teacher="oracle"))
 
 
 def test_two_step_run_writes_an_adapter_that_eval_loads(tmp_path, tiny_model_dir, distilled):
     from sdft.evaluation.evaluate import evaluate
-    from sdft.evaluation.shift import lora_distance
+    from sdft.evaluation.weights import lora_distance
 
     out = tmp_path / "run"
     cfg = TrainConfig(data=str(distilled), out=str(out), model=str(tiny_model_dir), method="onpolicy", max_steps=2,
