@@ -3,7 +3,7 @@
 Each option is described once, on its dataclass field (as TRL's ``SFTConfig`` does for ``TrlParser``):
 ``metadata={"help": ..., "run_only": ..., "choices": ..., "min": ...}``. The CLI options, the run-only set that
 stage hashes and run-folder checks leave out, choice and range validation, and the option tables in
-``docs/options.md`` are all derived from these fields (:func:`run_only`, :func:`options_markdown`).
+``docs/options.md`` (:mod:`sdft.docs_tables`) are all derived from these fields.
 """
 
 from __future__ import annotations
@@ -171,22 +171,6 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
 
 
-def options_markdown(cls: type) -> str:
-    """The option table of one config class (``docs/options.md`` is made of these; a test keeps it fresh)."""
-    lines = [f"### {cls.__name__}", "", (cls.__doc__ or "").strip().split("\n")[0], "",
-             "| option | default | what it does |", "|---|---|---|"]
-    for f in fields(cls):
-        m = meta(f)
-        default = "required" if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING \
-            else repr(f.default_factory() if f.default is dataclasses.MISSING else f.default)
-        name = f"`{f.name}`" + ("" if m["cli"] else " (YAML only)")
-        text = m["help"] + (f" Choices: {', '.join(map(str, m['choices']))}." if m["choices"] else "")
-        text += " *Run-only: does not change the result.*" if m["run_only"] else ""
-        text += " *A run folder may be continued with another value.*" if m["extends"] else ""
-        lines.append(f"| {name} | `{default}` | {text.replace('|', '/')} |")
-    return "\n".join(lines) + "\n"
-
-
 # ---- options shared by several configs: each written once here -------------------------------------------
 def _model() -> Any:
     return opt("default", "the seed model: embedded alias (`sdft models list`), .gguf file or HF folder")
@@ -272,6 +256,10 @@ class DistillConfig:
     api_key_file: str | None = _server()["api_key_file"]
     template: str | None = opt(None, "distillation template: using | refer | math-distill | a template .yaml "
                                      "(default: the task's)")
+    frame: str = opt("release", "the prompt rewrites are sampled from: release (the distillation template's, as the "
+                     "authors) | train (the training prompt + reference + the template's guidance) | self (the "
+                     "training prompt alone: the seed's own answers)", choices=("release", "train", "self"))
+    train_template: str | None = opt(None, "frames train/self: the template training uses (default: the task's)")
     prompt_format: str = _prompt_format()
     layout: str = _layout()
     decoding: str = opt("authors", "authors (T 0.95, top-p 0.7, top-k 50) | greedy", choices=DECODING_CHOICES)
@@ -286,6 +274,8 @@ class DistillConfig:
     clean: str = opt("strip", "strip (paper) | chatter (also drop echoed headers and \"Sure! Here is ...\")",
                      choices=("strip", "chatter"))
     allow_empty: bool = opt(False, "accept an empty rewrite (the release does; rejected by default)")
+    truncated: str = opt("keep", "a rewrite cut off at max_new_tokens: keep (checked like any other, as the release) "
+                         "| reject", choices=("keep", "reject"))
     num_candidates: int = opt(1, "best-of-n: sample up to n rewrites per row, keep the first that passes", min=1)
     batch_size: int = _batch_size()
     chunk_size: int = _chunk_size()
