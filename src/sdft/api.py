@@ -70,11 +70,14 @@ def score(task: str, predictions: str | Path, out: str | Path, data: str | Path 
 
 
 def gap(data: str | Path, *, model: str | None = None, out: str | Path | None = None, limit: int | None = None,
-        batch_size: int = 4, log: Log = print) -> dict:
-    """Seed-model NLL of the original vs the distilled targets of a distillation folder (``sdft gap``)."""
+        batch_size: int = 4, template: str | None = None, prompt_format: str = "auto", layout: str = "standard",
+        log: Log = print) -> dict:
+    """Seed-model NLL of the original vs the distilled targets of a distillation folder under the training prompt
+    (``sdft gap``; ``template``/``prompt_format``/``layout`` as the training run uses them)."""
     from sdft.distillation.gap import measure_gap
 
-    return measure_gap(data, model=model, out=out or data, limit=limit, batch_size=batch_size, log=log)
+    return measure_gap(data, model=model, out=out or data, limit=limit, batch_size=batch_size, template=template,
+                       prompt_format=prompt_format, layout=layout, log=log)
 
 
 def load_experiment(config: str | Path, **overrides: Any):

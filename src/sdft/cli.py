@@ -94,11 +94,17 @@ def gap(
     out: Optional[Path] = typer.Option(None, help="folder for gap.json (default: the distillation folder)"),
     limit: Optional[int] = typer.Option(None, min=1),
     batch_size: int = typer.Option(4, min=1),
+    template: Optional[str] = typer.Option(None, help="the training template the run trains with (default: the "
+                                                      "distillation's train_template, else the task's)"),
+    prompt_format: str = typer.Option("auto", help="as `sdft train --prompt-format`: auto | chat | raw"),
+    layout: str = typer.Option("standard", help="as `sdft train --layout`: standard | release"),
 ) -> None:
-    """Seed-model NLL/perplexity of the original vs the distilled responses (the distribution gap)."""
+    """Seed-model NLL/perplexity of the original vs the distilled responses (the distribution gap), each under the
+    training prompt."""
     from sdft import api
 
-    _run(lambda: api.gap(data, model=model, out=out, limit=limit, batch_size=batch_size, log=_log))
+    _run(lambda: api.gap(data, model=model, out=out, limit=limit, batch_size=batch_size, template=template,
+                         prompt_format=prompt_format, layout=layout, log=_log))
 
 
 @app.command()

@@ -53,7 +53,7 @@ def test_decide_is_pure_and_follows_the_release():
     checks = [banned_phrases, gsm8k_answer]
     assert decide("  so 7 apples ", "The answer is 7.", "stop", checks) == ("so 7 apples", True, "accepted")
     assert decide("so 9", " The answer is 7. ", "stop", checks).output == "The answer is 7."
-    assert decide("so 7", "The answer is 7.", "length", checks).reason == "truncated"
+    assert decide("so 7", "The answer is 7.", "length", checks, truncated="reject").reason == "truncated"
     assert decide("As the reference answer says, 7", "The answer is 7.", "stop", checks).reason == "banned_phrase"
     assert decide("   ", "x 7", "stop", [banned_phrases]).reason == "empty"
     assert decide("   ", "x 7", "stop", [banned_phrases], allow_empty=True).accepted
@@ -65,7 +65,8 @@ def test_distill_records_exports_and_manifest(tmp_path, tokenizer):
     replies = [("3 plus 4 makes 7 apples.", "stop"), ("She has 9 left.", "stop"),
                ("The reference answer is 42.", "stop"), ("5+5=10 and then", "length")]
     be = Scripted(replies)
-    cfg = DistillConfig(data=str(gsm_file(tmp_path)), out=str(tmp_path / "run"), task="gsm8k", model="unused")
+    cfg = DistillConfig(data=str(gsm_file(tmp_path)), out=str(tmp_path / "run"), task="gsm8k", model="unused",
+                        truncated="reject")
     res = distill(cfg, backend=be, tokenizer=tokenizer, progress=False)
     rows = [json.loads(l) for l in (tmp_path / "run" / "rows.jsonl").read_text().splitlines()]
     assert [r["reason"] for r in rows] == ["accepted", "answer_mismatch", "banned_phrase", "truncated"]

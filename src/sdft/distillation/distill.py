@@ -26,7 +26,8 @@ from sdft.generation import DECODING_PRESETS, GenerationParams, generate_in_chun
 from sdft.models import ResolvedModel, load_tokenizer, resolve_model
 from sdft.store import RecordWriter, RunConflict, atomic_write_json, guard_run_folder, read_json, read_records
 from sdft.distillation.tasks import Task, get_task
-from sdft.templates import Template, default_prompt_format, get_template, render
+from sdft.prompts import framed_prompt
+from sdft.templates import Template, default_prompt_format, get_template
 
 ROWS, MANIFEST, CONFIG = "rows.jsonl", "manifest.json", "config.json"
 
@@ -38,11 +39,12 @@ class Decision(NamedTuple):
 
 
 def decide(distilled: str, original: str, finish_reason: str, checks: Sequence[Check],
-           clean: Callable[[str], str] = str.strip, allow_empty: bool = False) -> Decision:
+           clean: Callable[[str], str] = str.strip, allow_empty: bool = False, truncated: str = "keep") -> Decision:
     """Pure decision for one row. ``output`` is exactly the text that was checked when accepted, else the
-    whitespace-stripped original (as the release strips every field)."""
+    whitespace-stripped original (as the release strips every field). A rewrite cut off at the token limit
+    (``finish_reason`` "length") is checked like any other (the release) unless ``truncated`` is "reject"."""
     text = clean(distilled)
-    if finish_reason == "length":
+    if finish_reason == "length" and truncated == "reject":
         reason: Optional[str] = "truncated"
     elif not text and not allow_empty:
         reason = "empty"
@@ -66,6 +68,7 @@ class Plan:
     decoding: GenerationParams
     extra: dict[str, Any] = field(default_factory=dict)
 
+    train_template: Template | None = None  # frames train and self: the template training uses
 
 def parse_shard(spec: str | None) -> tuple[int, int] | None:
     if not spec:
@@ -102,7 +105,9 @@ def plan(cfg: DistillConfig) -> Plan:
                              limit=cfg.limit, shard=parse_shard(cfg.shard))
     decoding = GenerationParams(**{**DECODING_PRESETS[cfg.decoding].to_dict(), "max_new_tokens": cfg.max_new_tokens,
                                    "seed": cfg.seed, "stop": ()})
-    return Plan(cfg, src, task, template, examples, indices, checks, file_sha256(src.path), decoding)
+    train_template = get_template(cfg.train_template or task.train_template)
+    return Plan(cfg, src, task, template, examples, indices, checks, file_sha256(src.path), decoding,
+                train_template=train_template)
 
 
 def fingerprint(cfg: DistillConfig, input_sha256: str) -> dict[str, Any]:
@@ -112,6 +117,9 @@ def fingerprint(cfg: DistillConfig, input_sha256: str) -> dict[str, Any]:
     if d.get("api_model") is None:  # runs made before --api-model existed still resume
         d.pop("api_model", None)
     return d
+    for key, old in (("frame", "release"), ("train_template", None), ("truncated", "reject")):
+        if d.get(key) == old:  # runs made before these options (release frame, truncated rejected) still resume
+            d.pop(key, None)
 
 
 def _versions(backend: str) -> dict[str, str]:
@@ -177,7 +185,9 @@ def summarize(records: list[dict]) -> dict[str, Any]:
     out = {"rows": n, "accepted": acc, "rejected": n - acc, "acceptance_rate": acc / n if n else 0.0,
             "by_reason": dict(sorted(by_reason.items(), key=lambda kv: -kv[1])),
             "prompt_tokens": sum(r.get("prompt_tokens", 0) for r in records),
-            "generated_tokens": sum(r.get("completion_tokens", 0) for r in records)}
+            "generated_tokens": sum(r.get("completion_tokens", 0) for r in records),
+            "truncated": sum(r.get("finish_reason") == "length" for r in records),  # cut off at max_new_tokens
+            "truncated_accepted": sum(r.get("finish_reason") == "length" and r["accepted"] for r in records)}
     if any("candidates" in r for r in records):  # best-of-n: acceptance as a function of k
         k_max = max(len(r.get("candidates", [None])) for r in records)
         out["acceptance_at_k"] = {k: sum(r["accepted"] and r.get("candidate", 0) < k for r in records) / n
@@ -212,9 +222,10 @@ def distill(cfg: DistillConfig, *, progress: bool = True, backend=None, tokenize
     pending = [i for i in p.indices if i not in done_idx]
     examples = p.examples
 
-    def prompt_of(ex: Example) -> str:
-        return render(p.template, ex.instruction, ex.input, ex.output, history=ex.history, prompt_format=fmt,
-                      layout=cfg.layout, tokenizer=tokenizer)
+    def prompt_of(ex: Example) -> str:  # frame release: the distillation template's prompt, as the authors
+        return framed_prompt(cfg.frame, {"instruction": ex.instruction, "input": ex.input, "history": ex.history},
+                             ex.output, p.train_template, p.template, prompt_format=fmt, layout=cfg.layout,
+                             tokenizer=tokenizer)
 
     sample_prompt = prompt_of(examples[p.indices[0]]) if p.indices else ""
     t_start = time.perf_counter()
@@ -251,6 +262,8 @@ def distill(cfg: DistillConfig, *, progress: bool = True, backend=None, tokenize
 
         bar = DistillProgress(len(p.indices), len(done), sum(r["accepted"] for r in done), enabled=progress)
         try:
+            "frame": cfg.frame, "truncated": cfg.truncated,
+            "train_template": None if cfg.frame == "release" else p.train_template.name,
             with bar, RecordWriter(out / ROWS) as writer:
                 todo = [examples[i] for i in pending]
                 prompts = [prompt_of(ex) for ex in todo]
@@ -259,7 +272,8 @@ def distill(cfg: DistillConfig, *, progress: bool = True, backend=None, tokenize
                 for start, comps, secs in generate_in_chunks(backend, prompts, p.decoding, cfg.chunk_size, seeds):
                     gen_seconds += secs
                     chunk = todo[start:start + len(comps)]
-                    cands = [[(c, decide(c.text, ex.output, c.finish_reason, p.checks, clean, cfg.allow_empty))]
+                    cands = [[(c, decide(c.text, ex.output, c.finish_reason, p.checks, clean, cfg.allow_empty,
+                                        cfg.truncated))]
                              for ex, c in zip(chunk, comps)]
                     for j in range(1, cfg.num_candidates):  # best-of-n: more samples only for rejected rows
                         retry = [k for k, cs in enumerate(cands) if not cs[-1][1].accepted]
@@ -271,7 +285,7 @@ def distill(cfg: DistillConfig, *, progress: bool = True, backend=None, tokenize
                         gen_seconds += time.perf_counter() - t0
                         for k, c in zip(retry, more):
                             cands[k].append((c, decide(c.text, chunk[k].output, c.finish_reason, p.checks, clean,
-                                                       cfg.allow_empty)))
+                                                       cfg.allow_empty, cfg.truncated)))
                     comps = [c for cs in cands for c, _ in cs]
                     new = [record_for(ex, cs[-1][0], cs[-1][1], cs if cfg.num_candidates > 1 else None)
                            for ex, cs in zip(chunk, cands)]

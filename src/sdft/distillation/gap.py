@@ -50,6 +50,13 @@ def token_nll(model, features: Sequence[dict[str, list[int]]], batch_size: int =
     return [res[i] for i in range(len(features))]
 
 
+def gap_features(rows: Sequence[dict], key: str, tokenizer, template, prompt_format: str,
+                 layout: str = "standard") -> list[dict[str, list[int]]]:
+    """The features of each row's ``key`` target (stripped) after its training prompt: the trainer's own
+    tokenization (:func:`sdft.training.common.tokenize`), cut at 4,096 tokens."""
+    return tokenize([(r, r[key].strip()) for r in rows], tokenizer, template, prompt_format, layout, 4096)[0]
+
+
 def _stats(values: list[float]) -> dict[str, float]:
     v = [x for x in values if not math.isnan(x)]
     if not v:
@@ -60,8 +67,11 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 def measure_gap(distill_dir: str | Path, *, model: str | None = None, out: str | Path | None = None,
                 limit: int | None = None, batch_size: int = 4, cache_dir: str | None = None,
-                log: Callable[[str], None] = print, hf_model=None, tokenizer=None) -> dict[str, Any]:
-    """NLL of the seed model on original vs distilled responses of a `sdft distill` folder."""
+                log: Callable[[str], None] = print, hf_model=None, tokenizer=None, template: str | None = None,
+                prompt_format: str = "auto", layout: str = "standard") -> dict[str, Any]:
+    """NLL of the seed model on original vs distilled responses of a `sdft distill` folder, each under the
+    training prompt: ``template`` (default: the distillation's ``train_template``, else the task's), ``prompt_format``
+    and ``layout`` as the training run uses them (the prompt text is :func:`sdft.prompts.training_prompt`)."""
     from sdft.models import load_tokenizer, resolve_model
 
     d = Path(distill_dir)
@@ -70,7 +80,7 @@ def measure_gap(distill_dir: str | Path, *, model: str | None = None, out: str |
         raise ValueError(f"{d / 'rows.jsonl'}: no rows")
     dcfg = read_json(d / "config.json")["config"]
     task = get_task(dcfg.get("task", "alpaca"))
-    template = get_template(task.train_template)
+    template = get_template(template or dcfg.get("train_template") or task.train_template)
     spec = model or dcfg.get("model", "default")
     if hf_model is None or tokenizer is None:
         import torch
@@ -79,17 +89,16 @@ def measure_gap(distill_dir: str | Path, *, model: str | None = None, out: str |
         ref = resolve_model(spec, cache_dir, log=log)
         tokenizer = load_tokenizer(ref)
         hf_model = AutoModelForCausalLM.from_pretrained(str(ref.hf_dir), dtype=torch.float32).eval()
-    fmt = default_prompt_format(tokenizer)
-    feats = {}
-    for kind, key in (("original", "original"), ("distilled", "output")):
-        pairs = [(r, r[key].strip()) for r in rows]
-        feats[kind], _ = tokenize(pairs, tokenizer, template, fmt, "standard", 4096)
+    fmt = default_prompt_format(tokenizer) if prompt_format == "auto" else prompt_format
+    feats = {kind: gap_features(rows, key, tokenizer, template, fmt, layout)
+             for kind, key in (("original", "original"), ("distilled", "output"))}
     nll = {k: token_nll(hf_model, f, batch_size, tokenizer.pad_token_id or 0) for k, f in feats.items()}
     per_row = [{"index": r["index"], "accepted": r.get("accepted"), "nll_original": a, "nll_distilled": b,
                 "gap": a - b} for r, a, b in zip(rows, nll["original"], nll["distilled"])]
     changed = [p for p in per_row if p["accepted"]]
     result = {
         "model": spec, "distillation": str(d), "rows": len(rows), "prompt_format": fmt, "template": template.name,
+        "layout": layout, "frame": dcfg.get("frame", "release"),
         "original": _stats(nll["original"]), "distilled": _stats(nll["distilled"]),
         "mean_gap": statistics.mean(p["gap"] for p in per_row),
         "share_distilled_more_likely": sum(p["gap"] > 0 for p in per_row) / len(per_row),

@@ -14,7 +14,7 @@ from sdft.config import PRESETS, TRAIN_METHODS, TrainConfig, folder_free, to_dic
 from sdft.data import Example, file_sha256, load_examples, resolve_source
 from sdft.store import atomic_write_json, atomic_write_text, read_json, read_records
 from sdft.distillation.tasks import get_task
-from sdft.templates import default_prompt_format, get_template, render
+from sdft.templates import default_prompt_format, get_template
 
 LONG_TASKS = {"gsm8k", "openfunctions"}  # the paper trains these for 5 epochs, the others for 2
 
@@ -99,16 +99,12 @@ def tokenize(pairs: list[tuple[dict, str]], tokenizer, template, prompt_format: 
              cutoff_len: int) -> tuple[list[dict[str, list[int]]], dict[str, int]]:
     """``input_ids`` = prompt + target + eos, ``completion_mask`` = 1 on target and eos. Prompt and target are
     tokenized separately (as LLaMA-Factory does) so the prompt tokens equal what generation sees."""
-    from sdft.templates import Turn
+    from sdft.prompts import encode, training_prompt  # the one training prompt (gap and distillation use it too)
 
     feats, prompt_tokens, target_tokens, truncated = [], 0, 0, 0
-    eos = tokenizer.eos_token
     for row, target in pairs:
-        hist = tuple(Turn(u, a) for u, a in row.get("history", []))
-        prompt = render(template, row["instruction"], row.get("input", ""), history=hist,
-                        prompt_format=prompt_format, layout=layout, tokenizer=tokenizer)
-        p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        t_ids = tokenizer(target + eos, add_special_tokens=False)["input_ids"]
+        prompt = training_prompt(row, template, prompt_format=prompt_format, layout=layout, tokenizer=tokenizer)
+        p_ids, t_ids = encode(prompt, target, tokenizer)
         ids, mask = p_ids + t_ids, [0] * len(p_ids) + [1] * len(t_ids)
         if len(ids) > cutoff_len:
             truncated += 1
