@@ -2,7 +2,9 @@
 
 One YAML describes the seed model, data (one dataset, or several under ``datasets:``), methods (``seed``, ``vanilla``, ``sdft``, ``vanilla-fair`` /
 ``sdft-fair`` with the fair LoRA preset, and the ``onpolicy`` baseline), seeds and sweeps (training-set sizes,
-mix ratios, distillation templates), and evaluation. It expands into distill → train → eval (→ shift) stages.
+mix ratios, distillation templates and frames), and evaluation. It expands into distill → train → eval (→ shift,
+→ retention) stages. The ``self`` method trains on the seed's own answers to the training prompts (distillation
+frame ``self``); ``frames: [release, train]`` runs the SDFT arms on rewrites sampled in either frame.
 Each stage's folder is ``<out>/stages/<kind>-<hash>`` where the hash covers everything the stage depends on (its
 own settings and its inputs' hashes), so a re-run reuses finished stages, a killed run resumes inside the stage
 it was in (every stage is itself resumable), and changing one knob re-runs only what it touches. ``--dry-run``
@@ -11,20 +13,20 @@ prints the plan.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
 from sdft.config import ConfigError, DistillConfig, EvalConfig, TrainConfig, build, hashable, read_yaml, to_dict
+from sdft.experiment_retention import retention_settings, retention_stages
+from sdft.stages import DONE, Stage, stage_hash as _hash
 from sdft.store import atomic_write_json, read_json
 
 METHODS = {"seed": None, "vanilla": ("vanilla", "paper"), "sdft": ("sdft", "paper"),
            "vanilla-fair": ("vanilla", "fair"), "sdft-fair": ("sdft", "fair"),
-           "onpolicy": ("onpolicy", "paper")}  # TRL's on-policy self-distillation (sdft.training.onpolicy), a baseline
-DONE = "STAGE.json"
+           "onpolicy": ("onpolicy", "paper"),  # TRL's on-policy self-distillation (sdft.training.onpolicy), a baseline
+           "self": ("sdft", "paper")}  # the seed's own answers to the training prompts (distillation frame self)
 
 
 @dataclass(frozen=True)
@@ -40,11 +42,17 @@ class ExperimentConfig:
     num_samples: tuple[int, ...] = ()  # training-set size sweep (paper Figs. 5-6); empty: all distilled rows
     mix_ratios: tuple[float, ...] = ()  # extra SDFT arms with this share of rewritten targets (Figs. 7-8)
     templates: tuple[str, ...] = ()  # distillation template ablation (Table 4); empty: the task's default
+    # distillation frame sweep (release: the template's own prompt; train: the training prompt + the reference);
+    # the SDFT arms run once per frame; empty: the `distill` section's frame (default release)
+    frames: tuple[str, ...] = ()
     distill: dict = field(default_factory=dict)  # DistillConfig keys
     train: dict = field(default_factory=dict)  # TrainConfig keys
     eval: dict = field(default_factory=dict)  # EvalConfig keys (tasks, limit, backend, ...)
     shift_task: str | None = "advbench"  # per-sample drift from the seed's answers on this eval task (Fig. 9)
     gap: bool = True  # seed-model NLL of original vs distilled targets (`sdft gap`)
+    # NLL of the seed's own greedy answers under each arm (sdft.evaluation.retention): {tasks: [advbench-direct,
+    # alpacaeval], max_tokens: 64, limit?: (default eval's), task_limits?}; None: not measured
+    retention: dict | None = None
     cache_dir: str | None = None
     # several training sets in one comparison: [{name, data, task, dataset_dir?, distill?, train?}]; each entry's
     # distill/train mappings refine the shared ones. Empty: the single dataset given by data/task/dataset_dir.
@@ -91,26 +99,6 @@ def _check_section(values: Any, cls: type, ctx: str) -> None:
         raise ConfigError(f"{ctx}: unknown key(s) {', '.join(bad)}; known: {', '.join(sorted(known))}")
 
 
-@dataclass
-class Stage:
-    kind: str  # distill | gap | train | eval | shift
-    key: str  # hash of everything it depends on
-    label: str  # human-readable
-    config: Any  # the stage's config dataclass (or a dict for shift)
-    deps: list[str] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=dict)  # arm, seed, num_samples, mix_ratio, template
-
-    def folder(self, root: Path) -> Path:
-        return root / "stages" / f"{self.kind}-{self.key}"
-
-    def done(self, root: Path) -> bool:
-        return (self.folder(root) / DONE).exists()
-
-
-def _hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
 def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     p = Path(path)
     doc = read_yaml(p)
@@ -124,6 +112,11 @@ def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -
     for section, cls in (("distill", DistillConfig), ("train", TrainConfig), ("eval", EvalConfig)):
         _check_section(getattr(cfg, section), cls, f"{p} [{section}]")
     _check_datasets(cfg, str(p))
+    bad = [f for f in cfg.frames if f not in ("release", "train")]
+    if bad:
+        raise ConfigError(f"{p}: frames {bad}: use release and/or train (the self frame is the method `self`)")
+    if cfg.retention is not None:
+        retention_settings(cfg, str(p))
     return cfg
 
 
@@ -157,47 +150,84 @@ def plan(cfg: ExperimentConfig) -> list[Stage]:
             key = _hash({"shift": cfg.shift_task, "a": seed_eval.key, "b": st.key})
             stages.append(Stage("shift", key, f"shift {st.label[5:]}", {"task": cfg.shift_task,
                                 "seed_eval": seed_eval.key, "eval": st.key}, [seed_eval.key, st.key], st.meta))
-    return stages
+    return stages + retention_stages(cfg, stages, root)
 
 
 def _dataset_stages(cfg: ExperimentConfig, ds: dict, trained: list[str], root: Path,
                     eval_stage: Callable[[str, Stage | None, dict], Stage], named: bool) -> list[Stage]:
-    """distill → gap → train → eval stages of one training set (every seed, template, size and arm)."""
+    """distill → gap → train → eval stages of one training set (every seed, template, frame, size and arm). Arms
+    that train on the originals (vanilla, onpolicy) run once per template, not once per frame; the ``self`` arm has
+    its own distillation (frame self) per seed."""
     stages: list[Stage] = []
+    if not trained:
+        return stages
     prefix = f"{ds['name']} " if named else ""
+    base = {"data": ds["data"], "task": ds["task"], "dataset_dir": ds["dataset_dir"], "model": cfg.model,
+            "cache_dir": cfg.cache_dir, **cfg.distill, **ds["distill"]}
     for seed in cfg.seeds:
         for template in (cfg.templates or (None,)):
-            if not trained:
-                break
-            d = {"data": ds["data"], "task": ds["task"], "dataset_dir": ds["dataset_dir"], "model": cfg.model,
-                 "seed": seed, "template": template, "cache_dir": cfg.cache_dir, **cfg.distill, **ds["distill"]}
-            dkey = _hash(hashable(DistillConfig, d))
-            suffix = f" seed={seed}" + (f" template={template}" if template else "")
-            dist = Stage("distill", dkey, f"{prefix}distill{suffix}", None, [],
-                         {"dataset": ds["name"], "seed": seed, "template": template})
-            dist.config = build(DistillConfig, {**d, "out": str(dist.folder(root))}, "distill")
-            stages.append(dist)
-            if cfg.gap:
-                stages.append(Stage("gap", _hash({"gap": dkey}), f"{prefix}gap{suffix}", {"distill": dkey}, [dkey],
-                                    {"dataset": ds["name"], "seed": seed, "template": template}))
-            sizes = cfg.num_samples or (None,)
-            arms: list[tuple[str, float | None]] = [(m, None) for m in trained]
-            arms += [(f"sdft-mix{r:g}", r) for r in cfg.mix_ratios]
-            for n in sizes:
-                for arm, mix in arms:
-                    method, preset = METHODS.get(arm) or ("sdft", "paper")
-                    t = {"data": str(dist.folder(root)), "method": method, "preset": preset, "model": cfg.model,
-                         "seed": seed, "num_samples": n, "mix_ratio": mix, "cache_dir": cfg.cache_dir, **cfg.train,
-                         **ds["train"]}
-                    tkey = _hash({"train": {k: v for k, v in hashable(TrainConfig, t).items() if k != "data"},
-                                  "distill": dkey})
-                    meta = {"dataset": ds["name"], "arm": arm, "seed": seed, "num_samples": n, "mix_ratio": mix,
-                            "template": template}
-                    tr = Stage("train", tkey, f"train {prefix}{arm} seed={seed}" + (f" n={n}" if n else "")
-                               + (f" template={template}" if template else ""), None, [dkey], meta)
-                    tr.config = build(TrainConfig, {**t, "out": str(tr.folder(root))}, "train")
-                    stages.append(tr)
-                    stages.append(eval_stage(f"eval {tr.label[6:]}", tr, meta))
+            for i, frame in enumerate(cfg.frames or (None,)):
+                d = {**base, "seed": seed, "template": template, **({"frame": frame} if frame else {})}
+                arms = [(m, None) for m in trained if m != "self" and (i == 0 or METHODS[m][0] == "sdft")]
+                arms += [(f"sdft-mix{r:g}", r) for r in cfg.mix_ratios]
+                stages += _arm_stages(cfg, ds, d, arms, root, eval_stage, prefix)
+        if "self" in trained:
+            d = {**base, "seed": seed, "template": None, "frame": "self"}
+            stages += _arm_stages(cfg, ds, d, [("self", None)], root, eval_stage, prefix)
+    return stages
+
+
+def _as_trained(cfg: ExperimentConfig, ds: dict) -> dict[str, Any]:
+    """The training prompt's settings given in the train sections (template, prompt_format, layout)."""
+    t = {**cfg.train, **ds["train"]}
+    return {k: t[k] for k in ("template", "prompt_format", "layout") if t.get(k) is not None}
+
+
+def _distill_key(d: dict) -> str:
+    h = hashable(DistillConfig, {**d, "truncated": d.get("truncated", "keep")})
+    for key, old in (("frame", "release"), ("truncated", "reject"), ("train_template", None)):
+        if h.get(key, old) == old:  # what distillation did before these options: the stage keeps its key
+            h.pop(key, None)
+    return _hash(h)
+
+
+def _arm_stages(cfg: ExperimentConfig, ds: dict, d: dict, arms: list[tuple[str, float | None]], root: Path,
+                eval_stage: Callable[[str, Stage | None, dict], Stage], prefix: str) -> list[Stage]:
+    """One distillation ``d`` (its gap) and the train → eval stages of ``arms`` on it."""
+    trained_as = _as_trained(cfg, ds)
+    frame = d.get("frame") or "release"
+    if frame != "release":  # frames train/self render the training prompt: the run's template and format
+        d = {"train_template": trained_as.get("template"),
+             **{k: v for k, v in trained_as.items() if k != "template"}, **d}
+    seed, template = d["seed"], d.get("template")
+    dkey = _distill_key(d)
+    tag = {"dataset": ds["name"], "seed": seed, "template": template, **({"frame": frame} if "frame" in d else {})}
+    suffix = f" seed={seed}" + (f" template={template}" if template else "") + (
+        f" frame={frame}" if "frame" in d else "")
+    dist = Stage("distill", dkey, f"{prefix}distill{suffix}", None, [], dict(tag))
+    dist.config = build(DistillConfig, {**d, "out": str(dist.folder(root))}, "distill")
+    stages = [dist]
+    if cfg.gap:  # scored under the prompt training uses (the run's train template and format)
+        gkey = _hash({"gap": dkey, **trained_as})
+        stages.append(Stage("gap", gkey, f"{prefix}gap{suffix}", {"distill": dkey, **trained_as}, [dkey], dict(tag)))
+    for n in cfg.num_samples or (None,):
+        for arm, mix in arms:
+            method, preset = METHODS.get(arm) or ("sdft", "paper")
+            t = {"data": str(dist.folder(root)), "method": method, "preset": preset, "model": cfg.model,
+                 "seed": seed, "num_samples": n, "mix_ratio": mix, "cache_dir": cfg.cache_dir, **cfg.train,
+                 **ds["train"]}
+            tkey = _hash({"train": {k: v for k, v in hashable(TrainConfig, t).items() if k != "data"},
+                          "distill": dkey})
+            meta = {"dataset": ds["name"], "arm": arm, "seed": seed, "num_samples": n, "mix_ratio": mix,
+                    "template": template}
+            if "frame" in d and method == "sdft" and arm != "self":  # the arm's targets depend on the frame
+                meta["frame"] = frame
+            tr = Stage("train", tkey, f"train {prefix}{arm} seed={seed}" + (f" n={n}" if n else "")
+                       + (f" template={template}" if template else "")
+                       + (f" frame={frame}" if "frame" in meta else ""), None, [dkey], meta)
+            tr.config = build(TrainConfig, {**t, "out": str(tr.folder(root))}, "train")
+            stages.append(tr)
+            stages.append(eval_stage(f"eval {tr.label[6:]}", tr, meta))
     return stages
 
 
@@ -230,7 +260,15 @@ def _run_eval(stage: Stage, folder: Path, by_key: dict, root: Path, log, progres
 def _run_gap(stage: Stage, folder: Path, by_key: dict, root: Path, log, progress: bool) -> None:
     from sdft.distillation.gap import measure_gap
 
-    measure_gap(by_key[stage.config["distill"]].folder(root), out=folder, log=log)
+    c = stage.config  # the training prompt: the run's train template, prompt format and layout
+    measure_gap(by_key[c["distill"]].folder(root), out=folder, template=c.get("template"),
+                prompt_format=c.get("prompt_format", "auto"), layout=c.get("layout", "standard"), log=log)
+
+
+def _run_retention(stage: Stage, folder: Path, by_key: dict, root: Path, log, progress: bool) -> None:
+    from sdft.evaluation.retention import measure_retention
+
+    measure_retention(stage.config, log=log)
 
 
 def _run_shift(stage: Stage, folder: Path, by_key: dict, root: Path, log, progress: bool) -> None:
@@ -242,7 +280,7 @@ def _run_shift(stage: Stage, folder: Path, by_key: dict, root: Path, log, progre
 
 
 STAGE_RUNNERS: dict[str, Callable[..., None]] = {"distill": _run_distill, "train": _run_train, "eval": _run_eval,
-                                                 "gap": _run_gap, "shift": _run_shift}
+                                                 "gap": _run_gap, "shift": _run_shift, "retention": _run_retention}
 
 
 def run_stage(stage: Stage, root: Path, by_key: dict[str, Stage], log: Callable[[str], None],

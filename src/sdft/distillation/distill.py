@@ -67,8 +67,8 @@ class Plan:
     input_sha256: str
     decoding: GenerationParams
     extra: dict[str, Any] = field(default_factory=dict)
-
     train_template: Template | None = None  # frames train and self: the template training uses
+
 
 def parse_shard(spec: str | None) -> tuple[int, int] | None:
     if not spec:
@@ -116,10 +116,10 @@ def fingerprint(cfg: DistillConfig, input_sha256: str) -> dict[str, Any]:
     d.pop("dataset_dir", None)
     if d.get("api_model") is None:  # runs made before --api-model existed still resume
         d.pop("api_model", None)
-    return d
     for key, old in (("frame", "release"), ("train_template", None), ("truncated", "reject")):
         if d.get(key) == old:  # runs made before these options (release frame, truncated rejected) still resume
             d.pop(key, None)
+    return d
 
 
 def _versions(backend: str) -> dict[str, str]:
@@ -244,6 +244,8 @@ def distill(cfg: DistillConfig, *, progress: bool = True, backend=None, tokenize
             "decoding": p.decoding.to_dict(), "input": {"path": str(p.source.path), "sha256": p.input_sha256,
                                                          "rows_in_file": len(examples), "selected": len(p.indices)},
             "checks": [getattr(c, "__name__", str(c)) for c in p.checks], "clean": cfg.clean,
+            "frame": cfg.frame, "truncated": cfg.truncated,
+            "train_template": None if cfg.frame == "release" else p.train_template.name,
             "counts": summarize(records), "versions": _versions(cfg.backend),
             "this_session": {"rows": len(records) - len(done), "seconds": round(time.perf_counter() - t_start, 2),
                              "generated_tokens": new_tokens,
@@ -262,8 +264,6 @@ def distill(cfg: DistillConfig, *, progress: bool = True, backend=None, tokenize
 
         bar = DistillProgress(len(p.indices), len(done), sum(r["accepted"] for r in done), enabled=progress)
         try:
-            "frame": cfg.frame, "truncated": cfg.truncated,
-            "train_template": None if cfg.frame == "release" else p.train_template.name,
             with bar, RecordWriter(out / ROWS) as writer:
                 todo = [examples[i] for i in pending]
                 prompts = [prompt_of(ex) for ex in todo]
