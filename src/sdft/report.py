@@ -17,17 +17,9 @@ from typing import Any
 
 from sdft.stats import mcnemar_exact
 from sdft.store import atomic_write_text, read_json
+from sdft.report_paired import ARM_NAMES, PAIRED, arm_name, comparison_table, forgetting_table, pairings, pretty
 
 Block = tuple  # ("h1"|"h2"|"p"|"ul"|"table"|"img", ...)
-
-
-def _samples(folder: Path, task: str) -> dict[int, float]:
-    """Per-item score: 1/0 for rule-scored tasks, 1/0.5/0 for judged pairs (unscored pairs left out)."""
-    p = folder / task / "samples.jsonl"
-    if not p.exists():
-        return {}
-    rows = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
-    return {r["index"]: float(r["correct"]) for r in rows if r.get("correct") is not None}
 
 
 def _pct(x: float) -> str:
@@ -37,7 +29,7 @@ def _pct(x: float) -> str:
 def collect(root: Path) -> dict[str, Any]:
     exp = read_json(root / "experiment.json")
     stages = exp["stages"]
-    evals, trains, distills, shifts, gaps = [], [], [], [], []
+    evals, trains, distills, shifts, gaps, retentions = [], [], [], [], [], []
     for s in stages:
         folder = Path(s["folder"])
         if not (folder / "STAGE.json").exists():
@@ -58,9 +50,12 @@ def collect(root: Path) -> dict[str, Any]:
         elif s["kind"] == "shift" and (folder / "shift.json").exists():
             info["shift"] = read_json(folder / "shift.json")
             shifts.append(info)
+        elif s["kind"] == "retention" and (folder / "retention.json").exists():
+            info["retention"] = read_json(folder / "retention.json")
+            retentions.append(info)
     datasets = list(dict.fromkeys(s["meta"]["dataset"] for s in stages if s["meta"].get("dataset")))
     return {"config": exp["config"], "evals": evals, "trains": trains, "distills": distills, "shifts": shifts,
-            "gaps": gaps, "stages": stages, "datasets": datasets}  # datasets: training sets in plan order
+            "gaps": gaps, "stages": stages, "datasets": datasets, "retentions": retentions}  # datasets: in plan order
 
 
 def _group_key(meta: dict) -> tuple:
@@ -69,7 +64,7 @@ def _group_key(meta: dict) -> tuple:
 
 def _arm_label(meta: dict, data: dict) -> str:
     """The arm, prefixed with its training set when the run has several."""
-    arm = meta.get("arm") or ""
+    arm = arm_name(meta)  # with the distillation frame when the run sweeps frames
     return f"{meta['dataset']}: {arm}" if len(data["datasets"]) > 1 and meta.get("dataset") else arm
 
 
@@ -78,7 +73,7 @@ def score_table(data: dict) -> tuple[list[str], list[list[str]], list[str]]:
     by_arm: dict[tuple, list[dict]] = defaultdict(list)
     for e in data["evals"]:
         m = e["meta"]
-        by_arm[(m.get("arm"), _group_key(m))].append(e)
+        by_arm[(arm_name(m), _group_key(m))].append(e)
     multi = len(data["datasets"]) > 1
     header = ["arm"] + (["trained on"] if multi else []) + ["n train", "template", "seeds"] + tasks
     rows = []
@@ -97,62 +92,6 @@ def score_table(data: dict) -> tuple[list[str], list[list[str]], list[str]]:
                 row.append(f"{statistics.mean(vals):.1f} ± {statistics.stdev(vals):.1f} (n={rs[0]['n']}×{len(rs)})")
         rows.append(row)
     return header, rows, tasks
-
-
-def comparison_table(data: dict, a: str = "vanilla", b: str = "sdft") -> tuple[list[str], list[list[str]]]:
-    """Per task and seed: a → b (Δ) with the exact McNemar p-value on the same items, and the seed model."""
-    seed_runs = [e for e in data["evals"] if e["meta"].get("arm") == "seed"]
-    pairs: dict[tuple, dict[str, dict]] = defaultdict(dict)
-    for e in data["evals"]:
-        m = e["meta"]
-        if m.get("arm") in (a, b):
-            pairs[(m.get("seed"), _group_key(m))][m["arm"]] = e
-    multi = len(data["datasets"]) > 1
-    header = (["trained on"] if multi else []) + ["task", "seed", "n train", "seed model", f"{a} → {b} (Δ)",
-                                                  f"items only {a} / only {b} better", "McNemar p"]
-    rows = []
-    for (seed, (ds, n, _tmpl)), arms in sorted(pairs.items(), key=lambda kv: str(kv[0])):
-        if a not in arms or b not in arms:
-            continue
-        for t in sorted(arms[a]["results"]):
-            if t not in arms[b]["results"]:
-                continue
-            base = seed_runs[0]["results"].get(t) if seed_runs else None
-            rows.append(([ds] if multi else []) + [t, str(seed), str(n or "all"), _pct(base["score"]) if base else "—",
-                         *_paired(arms[a], arms[b], t)])
-    return header, rows
-
-
-def _paired(ea: dict, eb: dict, task: str) -> list[str]:
-    """``a → b (Δ)``, the discordant counts and the exact McNemar p of two evals of the same items."""
-    ra, rb = ea["results"][task], eb["results"][task]
-    sa, sb = _samples(Path(ea["folder"]), task), _samples(Path(eb["folder"]), task)
-    common = sorted(set(sa) & set(sb))
-    only_a = sum(sa[i] > sb[i] for i in common)  # discordant items: an exact sign test (McNemar
-    only_b = sum(sb[i] > sa[i] for i in common)  # for 0/1 scores), judged ties count as the middle
-    return [f"{_pct(ra['score'])} → {_pct(rb['score'])} ({100 * (rb['score'] - ra['score']):+.1f})",
-            f"{only_a} / {only_b}", f"{mcnemar_exact(only_a, only_b):.3g}"]
-
-
-def forgetting_table(data: dict) -> tuple[list[str], list[list[str]]]:
-    """Seed model → every fine-tuned arm, per task, paired on the same items: did fine-tuning move the score
-    (forgetting when it falls) by more than chance? The paper's question, asked of each arm on its own."""
-    seed = next((e for e in data["evals"] if e["meta"].get("arm") == "seed"), None)
-    if seed is None:
-        return [], []
-    multi = len(data["datasets"]) > 1
-    header = ["arm"] + (["trained on"] if multi else []) + ["seed", "n train", "task", "seed model → arm (Δ)",
-                                                           "items only seed / only arm better", "McNemar p"]
-    rows = []
-    tuned = [e for e in data["evals"] if e["meta"].get("arm") not in (None, "seed")]
-    rank = {"vanilla": 0, "sdft": 1}  # then mixes, presets and other methods by name
-    for e in sorted(tuned, key=lambda e: (_group_key(e["meta"])[0], rank.get(e["meta"]["arm"], 2),
-                                          str(e["meta"]["arm"]), str(e["meta"]))):
-        m = e["meta"]
-        for t in sorted(set(e["results"]) & set(seed["results"])):
-            rows.append([m["arm"]] + ([m.get("dataset") or "—"] if multi else [])
-                        + [str(m.get("seed")), str(m.get("num_samples") or "all"), t, *_paired(seed, e, t)])
-    return header, rows
 
 
 def _plot(path: Path, series: dict[str, list[tuple[float, float]]], xlabel: str, ylabel: str, title: str) -> Path:
@@ -249,9 +188,6 @@ def shift_section(data: dict, figdir: Path) -> list[Block]:
 
 
 METRIC_LABELS = {"cosine": "embedding cosine similarity", "bleu4": "BLEU-4", "rougeL": "ROUGE-L"}
-PAIRED = (("vanilla", "sdft"), ("vanilla-fair", "sdft-fair"), ("vanilla", "onpolicy"), ("sdft", "onpolicy"))
-ARM_NAMES = {"vanilla": "Vanilla", "sdft": "SDFT", "vanilla-fair": "Vanilla (fair preset)",
-             "sdft-fair": "SDFT (fair preset)", "onpolicy": "on-policy self-distillation (TRL)"}
 
 
 def write_report(root: str | Path) -> Path:
@@ -266,12 +202,15 @@ def write_report(root: str | Path) -> Path:
                            ("p", f"Seed model `{cfg['model']}`, trained on {trained_on}, "
                                  f"methods {', '.join(cfg['methods'])}, seeds {cfg['seeds']}. Scores in %, with 95% "
                                  "Wilson intervals [lo, hi] and the number of evaluated items.")]
+    from sdft.report_verdict import verdict_section
+
+    blocks += verdict_section(data, figdir)  # the answer first: verdict, go/no-go gate, forest plot
     header, rows, tasks = score_table(data)
     blocks += [("h2", "Scores by arm (paper Tables 1-2 layout)"), ("table", header, rows)]
-    for a, b in PAIRED:
+    for a, b in pairings(data):
         ch, cr = comparison_table(data, a, b)
         if cr:
-            blocks += [("h2", f"{ARM_NAMES[a]} → {ARM_NAMES[b]}, paired on the same items"),
+            blocks += [("h2", f"{pretty(a)} → {pretty(b)}, paired on the same items"),
                        ("p", "Δ in points; McNemar's exact test on items where exactly one arm is right (for the "
                              "judged win rate: a sign test on items whose pair scores differ). p ≥ 0.05 means the "
                              "difference is not distinguishable from noise at this n."), ("table", ch, cr)]
@@ -280,16 +219,21 @@ def write_report(root: str | Path) -> Path:
         blocks += [("h2", "Seed model → each fine-tuned arm, paired on the same items"),
                    ("p", "Did fine-tuning move the seed model's score by more than chance? Δ in points (negative = "
                          "the arm lost what the seed model had); McNemar's exact test as above."), ("table", fh, fr)]
+    from sdft.report_retention import retention_section
+
+    blocks += retention_section(data, figdir)
     for p in sweep_plots(data, figdir):
         blocks.append(("img", p, p.stem))
     blocks += shift_section(data, figdir)
     if data["distills"]:
-        dh = ["distillation", "rows", "accepted", "rejections by reason", "generated tok/s"]
+        dh = ["distillation", "rows", "accepted", "rejections by reason", "cut off at max_new_tokens (kept)",
+              "generated tok/s"]
         dr = []
         for d in data["distills"]:
             c = d["manifest"]["counts"]
             reasons = ", ".join(f"{k} {v}" for k, v in c["by_reason"].items() if k != "accepted")
             dr.append([d["label"], str(c["rows"]), f"{100 * c['acceptance_rate']:.1f}%", reasons or "—",
+                       f"{c['truncated']} ({c['truncated_accepted']})" if "truncated" in c else "—",
                        str(d["manifest"].get("this_session", {}).get("tokens_per_s") or "—")])
         blocks += [("h2", "Distillation"), ("table", dh, dr)]
         blocks += gap_section(data)
