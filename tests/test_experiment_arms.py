@@ -133,3 +133,29 @@ def test_gap_scores_under_the_trainers_prompt_tokens(tmp_path, tiny_model_dir, t
     for kind_feats in seen:  # original and distilled targets: rows in index order
         for i, f in enumerate(kind_feats):
             assert f["input_ids"][:f["completion_mask"].index(1)] == trainer[i]
+
+
+@pytest.mark.slow
+def test_frames_self_and_retention_run_into_the_report(tmp_path, tiny_model_dir):
+    """The whole DAG on the tiny model: three distillations (release, train, self), four arms, retention stages."""
+    from sdft.experiment import run_experiment
+
+    p = write_cfg(tmp_path, tiny_model_dir, methods=["seed", "vanilla", "sdft", "self"], frames=["release", "train"],
+                  train={"max_steps": 1, "per_device_batch_size": 2, "gradient_accumulation_steps": 1,
+                         "template": "plain"},
+                  eval={"tasks": ["advbench-direct"], "limit": 2, "backend": "hf", "max_new_tokens": 4},
+                  retention={"tasks": ["advbench-direct"], "max_tokens": 4}, shift_task=None)
+    cfg = load_experiment(p)
+    report = run_experiment(cfg, progress=False, log=lambda m: None)
+    md = (report.parent / "report.md").read_text()
+    assert md.index("## Answer") < md.index("## Scores by arm")
+    assert "Go/no-go: SDFT targets' (release frame)" in md and "(train frame)" in md and "vs self" in md
+    for arm in ("vanilla", "sdft[release]", "sdft[train]", "self"):
+        assert f"| {arm} |" in md
+    assert "## Retention" in md and (report.parent / "report" / "forest.png").exists()
+    st = plan(cfg)
+    self_rows = next(s for s in st if s.kind == "distill" and s.config.frame == "self").folder(Path(cfg.out))
+    m = json.loads((self_rows / "manifest.json").read_text())
+    assert m["frame"] == "self" and m["train_template"] == "plain"
+    seed_ret = next(s for s in st if s.kind == "retention" and s.meta["arm"] == "seed").folder(Path(cfg.out))
+    assert len((seed_ret / "advbench-direct" / "answers.jsonl").read_text().splitlines()) == 2

@@ -112,6 +112,7 @@ def test_report_opens_with_the_answer_and_shows_frames_and_retention(tmp_path):
     assert md.index("## Answer") < md.index("Go/no-go") < md.index("forest.png") < md.index("## Scores by arm")
     assert (root / "report" / "forest.png").exists() and (root / "report" / "retention-advbench-direct.png").exists()
     assert "## Retention" in md and "pooled (2 seeds: + +" in md and "mean ± sd over seeds" in md
+    assert "pooled over seeds" in md and "| vanilla | advbench | -80.0, -70.0 | -75.0 ± 7.1 |" in md
     assert "| sdft[train] |" in md and "| sdft[release] |" in md  # frames are arms of their own
     assert "Vanilla → SDFT (train frame), paired on the same items" in md
     assert html.count("data:image/png;base64") >= 2

@@ -54,6 +54,9 @@ class ExperimentConfig:
     # alpacaeval], max_tokens: 64, limit?: (default eval's), task_limits?}; None: not measured
     retention: dict | None = None
     cache_dir: str | None = None
+    # where the stages run: {kind: local | ray | slurm, address, gpus_per_stage, partition, time_min, ...};
+    # never part of a stage hash (sdft.executors.ExecutorSpec has every key; docs/scaling-out.md)
+    executor: dict = field(default_factory=dict)
     # several training sets in one comparison: [{name, data, task, dataset_dir?, distill?, train?}]; each entry's
     # distill/train mappings refine the shared ones. Empty: the single dataset given by data/task/dataset_dir.
     datasets: tuple[dict, ...] = ()
@@ -296,6 +299,9 @@ def run_experiment(cfg: ExperimentConfig, *, dry_run: bool = False, progress: bo
     for i, st in enumerate(stages, 1):
         log(f"[{i}/{len(stages)}] {st.kind:7s} {st.label:45s} {'cached' if st.done(root) else 'pending'}  "
             f"{st.folder(root)}")
+    from sdft.executors import make_executor
+
+    executor = make_executor(cfg.executor, f"experiment '{cfg.name}' [executor]")  # a bad key fails a dry run too
     if dry_run:
         return root
     root.mkdir(parents=True, exist_ok=True)
@@ -303,18 +309,7 @@ def run_experiment(cfg: ExperimentConfig, *, dry_run: bool = False, progress: bo
         {"kind": s.kind, "key": s.key, "label": s.label, "deps": s.deps, "meta": s.meta,
          "folder": str(s.folder(root))} for s in stages]})
     t_all = time.perf_counter()
-    ran = cached = 0
-    for i, st in enumerate(stages, 1):
-        if st.done(root):
-            cached += 1
-            continue
-        log(f"[{i}/{len(stages)}] running {st.kind}: {st.label}")
-        t0 = time.perf_counter()
-        st.folder(root).mkdir(parents=True, exist_ok=True)
-        run_stage(st, root, by_key, log, progress)
-        atomic_write_json(st.folder(root) / DONE, {"kind": st.kind, "key": st.key, "label": st.label,
-                                                   "meta": st.meta, "seconds": round(time.perf_counter() - t0, 1)})
-        ran += 1
+    ran, cached = executor.run(stages, root, run_stage, by_key=by_key, log=log, progress=progress)
     from sdft.report import write_report
 
     report = write_report(root)

@@ -219,14 +219,15 @@ def write_report(root: str | Path) -> Path:
         blocks += [("h2", "Seed model → each fine-tuned arm, paired on the same items"),
                    ("p", "Did fine-tuning move the seed model's score by more than chance? Δ in points (negative = "
                          "the arm lost what the seed model had); McNemar's exact test as above."), ("table", fh, fr)]
+    from sdft.report_paired import pooled_section
     from sdft.report_retention import retention_section
 
-    blocks += retention_section(data, figdir)
+    blocks += pooled_section(data) + retention_section(data, figdir)
     for p in sweep_plots(data, figdir):
         blocks.append(("img", p, p.stem))
     blocks += shift_section(data, figdir)
     if data["distills"]:
-        dh = ["distillation", "rows", "accepted", "rejections by reason", "cut off at max_new_tokens (kept)",
+        dh = ["distillation", "rows", "accepted", "rejections by reason", "cut off at max_new_tokens (accepted)",
               "generated tok/s"]
         dr = []
         for d in data["distills"]:

@@ -158,3 +158,26 @@ def score_findings(data: dict) -> list[dict]:
                         "per_seed": per_seed, "pooled": pooled, "p": p,
                         "test": "McNemar" if len(per_seed) == 1 else "Wilcoxon (pooled over seeds)"})
     return out
+
+
+def pooled_section(data: dict) -> list[tuple]:
+    """With several seeds: seed model → each arm pooled over seeds (per-seed Δ, mean ± sd, pooled Δ and test)."""
+    import statistics
+
+    rows = []
+    for f in score_findings(data):
+        ds = [s["delta"] for s in f["per_seed"]]
+        if len(ds) < 2:
+            continue
+        pl = f["pooled"]
+        rows.append([f["arm"], f["task"], ", ".join(f"{d:+.1f}" for d in ds),
+                     f"{statistics.mean(ds):+.1f} ± {statistics.stdev(ds):.1f}",
+                     f"{pl['mean']:+.1f} [{pl['ci'][0]:+.1f}, {pl['ci'][1]:+.1f}]", str(pl["n"]),
+                     "—" if pl["p"] is None else f"{pl['p']:.3g}"])
+    if not rows:
+        return []
+    return [("h3", "Seed model → each arm, pooled over seeds"),
+            ("p", "Δ in points per seed, their mean ± sd, and pooled per item (the arm's mean score over its seeds "
+                  "minus the seed model's): mean with a bootstrap 95% interval and the Wilcoxon signed-rank test."),
+            ("table", ["arm", "task", "Δ per seed", "mean ± sd over seeds", "pooled Δ [95% CI]", "items",
+                       "Wilcoxon p"], rows)]
