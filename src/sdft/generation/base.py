@@ -8,7 +8,7 @@ stopped (``stop``: end of sequence or a stop string; ``length``: the token limit
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Callable, Protocol, Sequence, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,35 @@ class Backend(Protocol):
 
     def close(self) -> None:
         ...
+
+
+@runtime_checkable
+class LogprobBackend(Protocol):
+    """A backend that can also read token log-probabilities (log-probability judging)."""
+
+    name: str
+
+    def next_token_logprobs(self, prompts: Sequence[str], candidates: Sequence[str]) -> list[dict[str, float]]:
+        """Per prompt, the log-probability of each candidate's first token at the position right after the
+        prompt (natural log, over the whole vocabulary, before any sampling). A candidate the backend cannot
+        see (outside a server's top-k) is ``-inf``."""
+        ...
+
+
+NO_LOGPROB = float("-inf")
+
+
+def first_token_ids(encode: Callable[[str], Sequence[int]], candidates: Sequence[str]) -> list[int]:
+    """The first token id of each candidate (tokenized alone, no special tokens); they must be distinct."""
+    ids = []
+    for c in candidates:
+        toks = list(encode(c)) if c else []
+        if not toks:
+            raise ValueError(f"candidate {c!r} has no tokens")
+        ids.append(int(toks[0]))
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"candidates {list(candidates)} do not start with distinct tokens ({ids})")
+    return ids
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:

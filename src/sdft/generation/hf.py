@@ -6,7 +6,7 @@ import time
 from typing import Sequence
 
 from sdft.models import pick_dtype
-from sdft.generation.base import Completion, GenerationParams, cut_at_stop
+from sdft.generation.base import Completion, GenerationParams, cut_at_stop, first_token_ids
 
 
 class HFBackend:
@@ -94,3 +94,30 @@ class HFBackend:
 
     def close(self) -> None:
         self.model = None
+    def next_token_logprobs(self, prompts: Sequence[str], candidates: Sequence[str]) -> list[dict[str, float]]:
+        """Log-probability of each candidate's first token after each prompt: one forward pass per batch
+        (left-padded, with the attention mask and positions counted from each row's first real token),
+        ``log_softmax`` of the float32 logits at the last position."""
+        import torch
+
+        cand = first_token_ids(lambda c: self.tokenizer(c, add_special_tokens=False)["input_ids"], candidates)
+        enc = [self.tokenizer(p, add_special_tokens=False)["input_ids"] or [self.tokenizer.eos_token_id]
+               for p in prompts]
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        for i, ids in enumerate(enc):
+            if limit and len(ids) > limit:
+                raise ValueError(f"prompt {i} has {len(ids)} tokens but the model's context is {limit}")
+        out: list[dict[str, float]] = [{}] * len(prompts)
+        order = sorted(range(len(prompts)), key=lambda i: -len(enc[i]))
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            batch = self.tokenizer.pad({"input_ids": [enc[i] for i in idx]}, return_tensors="pt").to(self.device)
+            mask = batch["attention_mask"]
+            with torch.inference_mode():
+                logits = self.model(input_ids=batch["input_ids"], attention_mask=mask,
+                                    position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits[:, -1, :]
+            lp = torch.log_softmax(logits.float(), dim=-1)
+            for row, i in enumerate(idx):
+                out[i] = {c: float(lp[row, t]) for c, t in zip(candidates, cand)}
+        return out
+

@@ -64,11 +64,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
-from sdft.generation.base import Completion, GenerationParams, cut_at_stop
+from sdft.generation.base import NO_LOGPROB, Completion, GenerationParams, cut_at_stop, first_token_ids
 
 # every sampler and option HF does not have, switched off explicitly (the server's defaults are top_k 40, min_p 0.05)
 _OFF = dict(min_p=0.0, typical_p=1.0, presence_penalty=0.0, frequency_penalty=0.0, dry_multiplier=0.0,
             xtc_probability=0.0, mirostat=0, top_n_sigma=-1.0, dynatemp_range=0.0, n_probs=0, ignore_eos=False)
+
+
+LOGPROB_TOP_K = 50  # top log-probs asked first by next_token_logprobs (then the whole vocabulary if needed)
 
 
 def lora_file(adapter: str | Path, base_gguf: Path) -> Path:
@@ -182,6 +185,44 @@ class LlamaCppBackend:
     def close(self) -> None:
         self.server = None  # the destructor stops the server loop and frees the model
 
+
+    def next_token_logprobs(self, prompts: Sequence[str], candidates: Sequence[str]) -> list[dict[str, float]]:
+        """Log-probability of each candidate's first token after each prompt: a one-token completion with
+        ``n_probs`` (llama.cpp's ``top_logprobs``, computed from the raw logits over the whole vocabulary, not
+        after sampling). First the top ``LOGPROB_TOP_K``; a prompt whose candidates are not all among them is
+        asked again for the whole vocabulary, so every value is exact."""
+        cand = first_token_ids(self.tokenize, candidates)
+        with ThreadPoolExecutor(self.parallel) as pool:
+            enc = list(pool.map(self.tokenize, prompts))
+            for i, ids in enumerate(enc):
+                if not ids:
+                    raise ValueError(f"prompt {i} is empty: there is no position to read log-probabilities at")
+                if len(ids) >= self.n_ctx_slot:
+                    raise ValueError(f"prompt {i} has {len(ids)} tokens but a llama.cpp slot holds {self.n_ctx_slot}")
+            return list(pool.map(lambda i: self._logprobs(i, enc[i], cand, candidates), range(len(prompts))))
+
+    def _logprobs(self, i: int, ids: list[int], cand: list[int], candidates: Sequence[str]) -> dict[str, float]:
+        top: dict[int, float] = {}
+        for n_probs in (LOGPROB_TOP_K, self._n_vocab()):
+            body = dict(_OFF, prompt=ids, max_tokens=1, n_probs=n_probs, post_sampling_probs=False, temperature=0.0,
+                        top_k=1, top_p=1.0, samplers=["top_k"], cache_prompt=self.cache_prompt, stream=False)
+            r = self.server.handle_completions(body)
+            if "error" in r:
+                err = r["error"]
+                msg = err.get("message", err) if isinstance(err, dict) else err
+                raise RuntimeError(f"llama.cpp failed on prompt {i}: {msg}")
+            top = {int(e["id"]): float(e["logprob"]) for e in r["choices"][0]["logprobs"]["content"][0]["top_logprobs"]}
+            if all(t in top for t in cand):
+                break
+        return {c: top.get(t, NO_LOGPROB) for c, t in zip(candidates, cand)}
+
+    def _n_vocab(self) -> int:
+        if getattr(self, "_vocab", None) is None:
+            try:
+                self._vocab = int(self._call("GET", "/v1/models")["data"][0]["meta"]["n_vocab"])
+            except (KeyError, IndexError, TypeError, ValueError, OSError):
+                self._vocab = 1 << 18  # the server caps n_probs at the vocabulary size
+        return self._vocab
 
 def usable_cpus() -> int:
     """The CPUs this process may run on (``taskset``/cgroup affinity), not all of the machine's."""

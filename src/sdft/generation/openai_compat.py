@@ -61,9 +61,9 @@ import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
-from sdft.generation.base import Completion, GenerationParams, cut_at_stop
+from sdft.generation.base import NO_LOGPROB, Completion, GenerationParams, cut_at_stop
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class OpenAICompatBackend:
     def __init__(self, base_url: str, *, model: str | None = None, fallback_model: str | None = None,
                  api_key_env: str | None = "OPENAI_API_KEY", api_key_file: str | None = None, concurrency: int = 8,
                  max_retries: int = 5, backoff: float = 0.5, timeout: float = 600.0,
-                 extra_body: dict[str, Any] | None = None, **_):
+                 extra_body: dict[str, Any] | None = None, logprobs_k: int = 20, **_):
         self.base_url = normalize_base_url(base_url)
         self.__key = read_api_key(api_key_env, api_key_file)  # name-mangled; see __repr__
         self.api_key_source = f"file {api_key_file}" if api_key_file else f"${api_key_env}" if api_key_env else None
@@ -130,6 +130,7 @@ class OpenAICompatBackend:
         self.backoff = float(backoff)
         self.timeout = float(timeout)
         self.extra_body = dict(extra_body or {})
+        self.logprobs_k = max(1, int(logprobs_k))
         self._http = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # a local server, never a proxy
         self.stats = {"generated_tokens": 0, "prompt_tokens": 0, "seconds": 0.0, "retries": 0}
         self.model = model or self._served_model(fallback_model)
@@ -267,5 +268,48 @@ class OpenAICompatBackend:
         self.stats["prompt_tokens"] += sum(c.prompt_tokens for c in out)
         return out
 
+    # ------------------------------------------------------------------------------------------ log-probs
+    def next_token_logprobs(self, prompts: Sequence[str], candidates: Sequence[str]) -> list[dict[str, float]]:
+        """Log-probability of each candidate's first token after each prompt: a one-token greedy completion
+        with ``logprobs: logprobs_k`` (the top-k alternatives at that position). A candidate is matched by its
+        text against the returned tokens; one that is not among the top ``logprobs_k`` gets ``-inf`` (its true
+        log-probability is below the k-th listed one). Servers cap k (OpenAI 5, vLLM ``--max-logprobs`` 20)."""
+        prompts = list(prompts)
+
+        def one(i: int, prompt: str) -> dict[str, float]:
+            if not prompt:
+                raise ValueError(f"prompt {i} is empty: there is no position to read log-probabilities at")
+            body: dict[str, Any] = dict(model=self.model, prompt=prompt, max_tokens=1, n=1, stream=False,
+                                        temperature=0.0, top_p=1.0, logprobs=self.logprobs_k,
+                                        add_special_tokens=False, cache_prompt=False)
+            body.update(self.extra_body)
+            r = self._call("POST", "/completions", {k: v for k, v in body.items() if v is not None},
+                           what=f" (prompt {i})")
+            top = top_logprobs(r)
+            if top is None:
+                raise ServerError(f"{self.base_url}/completions (prompt {i}): the server returned no token "
+                                  f"log-probabilities: {str(r)[:300]}", 200)
+            return {c: top.get(c, NO_LOGPROB) for c in candidates}
+
+        with ThreadPoolExecutor(min(self.concurrency, max(1, len(prompts)))) as pool:
+            return list(pool.map(one, range(len(prompts)), prompts))
+
     def close(self) -> None:
         self._http = None  # type: ignore[assignment]
+
+
+def top_logprobs(response: Mapping[str, Any]) -> dict[str, float] | None:
+    """``{token text: log-prob}`` at the first generated position of a completions response: OpenAI's legacy
+    format (``logprobs.top_logprobs[0]``, also vLLM's) or llama.cpp's (``logprobs.content[0].top_logprobs``)."""
+    try:
+        lp = response["choices"][0].get("logprobs")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return None
+    if not isinstance(lp, dict):
+        return None
+    if isinstance(lp.get("top_logprobs"), list) and lp["top_logprobs"] and isinstance(lp["top_logprobs"][0], dict):
+        return {str(k): float(v) for k, v in lp["top_logprobs"][0].items()}
+    content = lp.get("content")
+    if isinstance(content, list) and content and isinstance(content[0].get("top_logprobs"), list):
+        return {str(e["token"]): float(e["logprob"]) for e in content[0]["top_logprobs"]}
+    return None

@@ -39,7 +39,7 @@ import os
 import time
 from typing import Any, Callable, Sequence
 
-from sdft.generation.base import Completion, GenerationParams, cut_at_stop
+from sdft.generation.base import NO_LOGPROB, Completion, GenerationParams, cut_at_stop, first_token_ids
 
 
 def sampling_kwargs(params: GenerationParams, seed: int) -> dict:
@@ -132,6 +132,30 @@ class VLLMBackend:
         self.stats["seconds"] += time.perf_counter() - t0
         self.stats["generated_tokens"] += sum(c.completion_tokens for c in out)
         self.stats["prompt_tokens"] += sum(c.prompt_tokens for c in out)
+        return out
+
+    def next_token_logprobs(self, prompts: Sequence[str], candidates: Sequence[str],
+                            top_k: int = 20) -> list[dict[str, float]]:
+        """Log-probability of each candidate's first token after each prompt: a one-token greedy generation with
+        ``SamplingParams(logprobs=top_k)`` (vLLM's top-k log-probs of the raw distribution; capped by the
+        engine's ``max_logprobs``, 20 by default). A candidate outside the top-k gets ``-inf``."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        cand = first_token_ids(lambda c: self.tokenizer(c, add_special_tokens=False)["input_ids"], candidates)
+        enc = [self.tokenizer(p, add_special_tokens=False)["input_ids"] if p else [] for p in prompts]
+        for i, ids in enumerate(enc):
+            if not ids:
+                raise ValueError(f"prompt {i} is empty: there is no position to read log-probabilities at")
+            if self.max_model_len and len(ids) >= self.max_model_len:
+                raise ValueError(f"prompt {i} has {len(ids)} tokens but vLLM's max_model_len is {self.max_model_len}")
+        params = SamplingParams(n=1, max_tokens=1, temperature=0.0, logprobs=top_k)
+        results = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in enc], params, use_tqdm=False,
+                                    lora_request=self.lora) if enc else []
+        out = []
+        for res in results:
+            lp = res.outputs[0].logprobs[0]  # token id -> Logprob at the first generated position
+            out.append({c: float(lp[t].logprob) if t in lp else NO_LOGPROB for c, t in zip(candidates, cand)})
         return out
 
     def close(self) -> None:
