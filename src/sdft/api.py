@@ -69,6 +69,26 @@ def score(task: str, predictions: str | Path, out: str | Path, data: str | Path 
     return score_predictions(task, predictions, out, data)
 
 
+def judge_check(judge: str, out: str | Path, *, n: int = 20, mode: str = "both", backend: str = "auto",
+                prompt: str | Path | None = None, seed: int = 0, threads: int | None = None,
+                cache_dir: str | Path | None = None, log: Log = print) -> dict:
+    """Check a judge on probe pairs with known verdicts (``sdft judge-check``) in ``mode`` generate, logprob or
+    both (one model load); returns the content of ``out/judge_check.json``."""
+    from sdft.evaluation.judge import make_judge
+    from sdft.evaluation.judge_check import judge_check_modes
+    from sdft.evaluation.judge_logprob import JUDGE_MODES, with_mode
+
+    modes = JUDGE_MODES if mode == "both" else (mode,)
+    if any(m not in JUDGE_MODES for m in modes):
+        raise ValueError(f"--mode {mode}: use generate, logprob or both")
+    base = make_judge(judge, backend, prompt=prompt, cache_dir=cache_dir, threads=threads, log=log)
+    try:
+        judges = {m: with_mode(base, m) for m in modes}
+        return judge_check_modes(judges, n=n, seed=seed, out_dir=out, log=log)
+    finally:
+        getattr(base.backend, "close", lambda: None)()
+
+
 def gap(data: str | Path, *, model: str | None = None, out: str | Path | None = None, limit: int | None = None,
         batch_size: int = 4, template: str | None = None, prompt_format: str = "auto", layout: str = "standard",
         log: Log = print) -> dict:

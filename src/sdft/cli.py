@@ -171,6 +171,8 @@ def judge_check_(
     judge: str = typer.Option(..., help="judge model: embedded alias, .gguf file or HF folder"),
     out: Path = typer.Option(..., help="output folder (judge_check.json; verdicts are resumable)"),
     n: int = typer.Option(20, min=1, help="AlpacaEval instructions to build probes from"),
+    mode: str = typer.Option("both", help="generate (parse generated verdicts) | logprob (verdict-token "
+                                          "probabilities) | both"),
     backend: str = typer.Option("auto", help="auto | hf | llamacpp | ..."),
     prompt: Optional[str] = typer.Option(None, help="pairwise judge prompt file (default: AlpacaEval's)"),
     seed: int = typer.Option(0),
@@ -178,23 +180,22 @@ def judge_check_(
     cache_dir: Optional[str] = typer.Option(None),
 ) -> None:
     """How far can a judge be trusted? Agreement on pairs whose winner is known (reference vs truncated,
-    empty or off-topic answers; a copy of itself should tie)."""
-    from sdft.evaluation.judge import make_judge
-    from sdft.evaluation.judge_check import judge_check
+    empty or off-topic answers; a copy of itself should tie), in one or both judging modes."""
+    from sdft import api
 
     def go():
-        j = make_judge(judge, backend, prompt=prompt, cache_dir=cache_dir, threads=threads, log=_log)
-        try:
-            res = judge_check(j, n=n, seed=seed, out_dir=out, log=_log)
-        finally:
-            getattr(j.backend, "close", lambda: None)()
-        o = res["overall"]
-        acc = "n/a" if o["accuracy"] is None else f"{o['accuracy']:.0%}"
-        pos = res["first_position_rate"]
-        _log(f"overall agreement {acc} (n={o['n']}); the first answer was named in "
-             f"{'n/a' if pos is None else f'{pos:.0%}'} of verdicts")
-        for w in res["warnings"]:
-            console.print(Text("warning: ", style="yellow") + Text(str(w)))
+        res = api.judge_check(judge, out, n=n, mode=mode, backend=backend, prompt=prompt, seed=seed,
+                              threads=threads, cache_dir=cache_dir, log=_log)
+        for name, r in res["modes"].items():
+            o, pos = r["overall"], r["first_position_rate"]
+            acc = "n/a" if o["accuracy"] is None else f"{o['accuracy']:.0%}"
+            _log(f"[{name}] overall agreement {acc} (n={o['n']}); the first answer was named in "
+                 f"{'n/a' if pos is None else f'{pos:.0%}'} of decisive verdicts; "
+                 f"{'passed' if r['passed'] else 'FAILED'}")
+            for w in r["warnings"]:
+                console.print(Text(f"warning [{name}]: ", style="yellow") + Text(str(w)))
+        if res.get("mode_agreement", {}).get("rate") is not None:
+            _log(f"the two modes picked the same answer in {res['mode_agreement']['rate']:.0%} of verdicts")
         _log(f"written: {Path(out) / 'judge_check.json'}")
 
     _run(go)

@@ -389,3 +389,5 @@ class EvalConfig:
     judge_prompt: str | None = opt(None, "pairwise judge prompt file (default: AlpacaEval's, shipped)", extends=True)
     judge_unparseable: str = opt("exclude", "exclude | tie: how a pair without a parseable verdict counts",
                                  extends=True, choices=("exclude", "tie"))
+    judge_mode: str = opt("generate", "generate (parse the judge's verdict) | logprob (order-averaged probability of "
+                                      "the verdict tokens)", extends=True, choices=("generate", "logprob"))

@@ -15,6 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from sdft.evaluation.tables import judge_marker
 from sdft.stats import mcnemar_exact
 from sdft.store import atomic_write_text, read_json
 from sdft.report_paired import ARM_NAMES, PAIRED, arm_name, comparison_table, forgetting_table, pairings, pretty
@@ -86,10 +87,11 @@ def score_table(data: dict) -> tuple[list[str], list[list[str]], list[str]]:
                 row.append("—")
             elif len(rs) == 1:
                 r = rs[0]
-                row.append(f"{_pct(r['score'])} [{_pct(r['ci95'][0])}, {_pct(r['ci95'][1])}] (n={r['n']})")
+                row.append(f"{_pct(r['score'])} [{_pct(r['ci95'][0])}, {_pct(r['ci95'][1])}] (n={r['n']}){judge_marker(r)}")
             else:
                 vals = [100 * r["score"] for r in rs]
-                row.append(f"{statistics.mean(vals):.1f} ± {statistics.stdev(vals):.1f} (n={rs[0]['n']}×{len(rs)})")
+                row.append(f"{statistics.mean(vals):.1f} ± {statistics.stdev(vals):.1f} (n={rs[0]['n']}×{len(rs)})"
+                           + max(map(judge_marker, rs)))
         rows.append(row)
     return header, rows, tasks
 

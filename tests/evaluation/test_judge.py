@@ -319,7 +319,8 @@ def test_judge_check_perfect_biased_and_garbage_judges(tmp_path):
                           log=lambda m: None)
     assert all(p["accuracy"] == 1.0 and p["n"] == 8 for p in perfect["probes"].values())
     assert perfect["overall"]["accuracy"] == 1.0 and perfect["overall"]["n"] == 32
-    assert json.loads((tmp_path / "c" / "judge_check.json").read_text())["overall"]["accuracy"] == 1.0
+    saved = json.loads((tmp_path / "c" / "judge_check.json").read_text())
+    assert saved["modes"]["generate"]["overall"]["accuracy"] == 1.0 and saved["passed"] is True
     biased = judge_check(_check_judge(tmp_path, samples, "first"), samples, n=8, log=lambda m: None)
     for probe in ("truncated", "empty", "offtopic"):
         assert biased["probes"][probe]["accuracy"] == 0.5 and biased["probes"][probe]["strict"] == 0.0

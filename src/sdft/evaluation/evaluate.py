@@ -94,10 +94,10 @@ def evaluate(cfg: EvalConfig, *, progress: bool = True, backend=None, tokenizer=
                         layout=cfg.layout, decoding=params.to_dict(), generation_seconds=round(gen_seconds, 2))
             if getattr(task, "aggregate", None):
                 if judge is None:
-                    from sdft.evaluation.judge import make_judge
+                    from sdft.evaluation.judge_logprob import make_mode_judge
 
-                    judge = make_judge(cfg.judge, cfg.judge_backend, prompt=cfg.judge_prompt, cache_dir=cfg.cache_dir,
-                                       threads=cfg.threads, log=log)
+                    judge = make_mode_judge(cfg.judge, cfg.judge_backend, mode=cfg.judge_mode, prompt=cfg.judge_prompt,
+                                            cache_dir=cfg.cache_dir, threads=cfg.threads, log=log)
                 res = task.aggregate([done[s.index] for s in samples], samples, judge, tdir,
                                      unparseable=cfg.judge_unparseable, generator=_generator_name(cfg), **info)
                 log(f"{task.name}: {res['score']:.1%} {task.metric} against the reference (n={res['n']} pairs, "

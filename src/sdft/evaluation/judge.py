@@ -20,6 +20,9 @@ offers no tie). **Unparseable** verdicts are recorded with the raw text and coun
 ``unparseable_pairs``); ``unparseable="exclude"`` (default, as AlpacaEval drops NaN annotations) leaves a pair
 with any unparseable verdict out of the rate; ``unparseable="tie"`` counts each unparseable verdict as 0.5.
 
+**Log-probability mode** (:mod:`sdft.evaluation.judge_logprob`): the same pairs and orders, but each
+preference is the judge's probability of the verdict token instead of a parsed text.
+
 **Interval.** ``ci95`` is the Wilson interval with k = the sum of pair scores (half points allowed) out of n
 pairs. Pair scores lie in [0, 1], so their variance is at most p(1-p), the Bernoulli variance Wilson assumes:
 with ties the interval is conservative, it never collapses to zero width at 0% or 100% (as a percentile bootstrap
@@ -167,6 +170,7 @@ class Judge:
     prompt_format: str = "raw"
     params: GenerationParams = JUDGE_PARAMS
     chunk_size: int = 16
+    checks_dir: Optional[Path] = None  # where `sdft judge-check` results are looked up by fingerprint (judge_trust)
 
     def identity(self) -> dict:
         return {"model": self.name, "backend": getattr(self.backend, "name", type(self.backend).__name__),
@@ -214,7 +218,7 @@ def make_judge(model: str, backend: str = "auto", *, prompt: str | Path | None =
                log: Callable[[str], None] = print, **backend_kw: Any) -> Judge:
     """A judge from a local model spec (embedded alias, ``.gguf`` or HF folder) and a backend name."""
     from sdft.generation import make_backend, pick_backend
-    from sdft.models import load_tokenizer, resolve_model
+    from sdft.models import cache_root, load_tokenizer, resolve_model
     from sdft.templates import bos_prefix, default_prompt_format
 
     resolved = resolve_model(model, cache_dir, log=log)
@@ -229,7 +233,8 @@ def make_judge(model: str, backend: str = "auto", *, prompt: str | Path | None =
         raise ValueError(f"judge prompt format '{fmt}': use one of {', '.join(renderers)} or auto")
     judge_prompt = JudgePrompt.load(prompt)  # a bad prompt file fails before a model is loaded
     engine = make_backend(pick_backend(backend, resolved), resolved, **{"tokenizer": tok, **backend_kw})
-    return Judge(engine, resolved.name, judge_prompt, renderers[fmt], fmt)
+    return Judge(engine, resolved.name, judge_prompt, renderers[fmt], fmt,
+                 checks_dir=cache_root(cache_dir) / "judge-checks")
 
 
 # ------------------------------------------------------------------------------------------------- both orders
@@ -244,6 +249,21 @@ def model_preference(verdict: Optional[str], order: str) -> Optional[float]:
     if verdict == "tie":
         return 0.5
     return float((verdict == "a") == (order == "model_first"))
+
+
+def preference(judgement: Mapping[str, Any], order: str) -> Optional[float]:
+    """The model's preference in one order: a log-probability judgement's ``p_first`` (the probability that the
+    first answer is better) turned to the model's side, else :func:`model_preference` of the verdict."""
+    p = judgement.get("p_first")
+    if p is None:
+        return model_preference(judgement.get("verdict"), order)
+    return float(p) if order == "model_first" else 1.0 - float(p)
+
+
+def first_position(records: Sequence[Mapping[str, Any]]) -> list[bool]:
+    """Per decisive judgement (preference not 0.5), whether it favoured the answer shown first."""
+    return [(p > 0.5) == (o == "model_first") for r in records for o, p in zip(ORDERS, r["preferences"])
+            if p is not None and p != 0.5]
 
 
 def pair_score(prefs: Sequence[Optional[float]], unparseable: str = "exclude") -> Optional[float]:
@@ -288,9 +308,9 @@ def judge_pairs(judge: Judge, pairs: Sequence[Mapping[str, Any]], path: Path | N
     out = []
     for p in pairs:
         js = {o: done[f"{p['index']}:{o}"] for o in ORDERS}
-        out.append({"index": p["index"], "judgements": {o: {k: js[o].get(k) for k in ("raw", "verdict", "how")}
-                                                        for o in ORDERS},
-                    "preferences": [model_preference(js[o]["verdict"], o) for o in ORDERS]})
+        keys = ("raw", "verdict", "how") + (("p_first",) if "p_first" in js[ORDERS[0]] else ())
+        out.append({"index": p["index"], "judgements": {o: {k: js[o].get(k) for k in keys} for o in ORDERS},
+                    "preferences": [preference(js[o], o) for o in ORDERS]})
     return out
 
 
@@ -332,8 +352,7 @@ def summarize_pairs(records: Sequence[Mapping[str, Any]], unparseable: str = "ex
     scores = [r["score"] for r in counted]
     n, total = len(counted), sum(scores)
     prefs = [p for r in records for p in r["preferences"] if p is not None]
-    first_pos = [(p == 1.0) == (o == "model_first") for r in records
-                 for o, p in zip(ORDERS, r["preferences"]) if p in (0.0, 1.0)]
+    first_pos = first_position(records)
     lc = length_controlled(scores, [r["model_chars"] for r in counted], [r["reference_chars"] for r in counted])
     mean = lambda xs: round(sum(xs) / len(xs), 1) if xs else None  # noqa: E731
     position = sum(first_pos) / len(first_pos) if first_pos else None
@@ -354,7 +373,8 @@ def summarize_pairs(records: Sequence[Mapping[str, Any]], unparseable: str = "ex
         "unparseable_judgements": sum(p is None for r in records for p in r["preferences"]),
         "unparseable_pairs": sum(any(p is None for p in r["preferences"]) for r in records),
         "unparseable_policy": unparseable, "parsed_judgements": len(prefs),
-        "first_position_rate": position, "warnings": warnings, "length_controlled": lc,
+        "first_position_rate": position, "decisive_judgements": len(first_pos), "warnings": warnings,
+        "length_controlled": lc,
         "mean_model_chars": mean([r["model_chars"] for r in records]),
         "mean_reference_chars": mean([r["reference_chars"] for r in records]),
     }

@@ -15,8 +15,18 @@ model's place). Probes:
 Per pair, ``agreement`` is the known-better answer's pair score (1: right in both orders; 0.5: right in one,
 i.e. position-driven; 0: wrong in both); for ``self`` it is 1 when the pair scores exactly 0.5. ``strict`` is the
 share of pairs right in both orders. A pair with an unparseable verdict is left out and counted. ``overall``
-pools all counted pairs. ``first_position_rate`` (share of non-tie verdicts naming Output (a)) shows position
+pools all counted pairs. ``first_position_rate`` (share of decisive verdicts naming Output (a)) shows position
 bias: 0.5 is none, 1.0 means the judge always picks the first answer (and every real pair would score 0.5).
+Intervals are Wilson's (``ci95``), with the pair scores summed as successes.
+
+**Modes.** The same probes can be judged by generated verdicts (``generate``) and by verdict-token
+probabilities (``logprob``, :mod:`sdft.evaluation.judge_logprob`); there a pair's agreement is the probability
+the judge gives the right answer, averaged over both orders, and "right in an order" means above 0.5.
+``judge_check.json`` holds ``modes: {mode: result}``; each result has ``passed`` (no probe with a known winner
+below 75%, no position bias of 90% or more, every probe with a parseable verdict) and the judge's
+``fingerprint``; with both modes, ``mode_agreement`` is the share of decisive per-order verdicts on which the two
+modes pick the same answer. Each checked judge is also recorded for :mod:`sdft.evaluation.judge_trust`, which
+flags a win rate from a judge that failed.
 """
 
 from __future__ import annotations
@@ -28,7 +38,8 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from sdft.evaluation.benchmarks import Sample
-from sdft.evaluation.judge import ORDERS, POSITION_WARN, Judge, judge_pairs
+from sdft.evaluation.judge import ORDERS, POSITION_WARN, Judge, first_position, judge_pairs
+from sdft.evaluation.judge_trust import register_check
 from sdft.stats import wilson_interval
 from sdft.store import atomic_write_json
 
@@ -77,11 +88,24 @@ def agreement(prefs: Sequence[float | None], expected: str) -> float | None:
 
     >>> agreement([0.0, 0.0], "reference"), agreement([1.0, 0.0], "reference"), agreement([1.0, 0.0], "tie")
     (1.0, 0.5, 1.0)
+    >>> agreement([0.3, 0.7], "tie"), round(agreement([0.2, 0.4], "reference"), 6)
+    (1.0, 0.7)
     """
     if any(p is None for p in prefs):
         return None
     score = sum(prefs) / len(prefs)  # the candidate's pair score
-    return 1.0 - score if expected == "reference" else float(score == 0.5)
+    return 1.0 - score if expected == "reference" else float(abs(score - 0.5) < 1e-9)
+
+
+def strictly_right(prefs: Sequence[float], expected: str) -> bool:
+    """Right in both orders: the reference preferred in each (below 0.5), or an exact tie.
+
+    >>> strictly_right([0.0, 0.4], "reference"), strictly_right([0.0, 0.6], "reference")
+    (True, False)
+    """
+    if expected == "reference":
+        return all(p < 0.5 for p in prefs)
+    return agreement(prefs, expected) == 1.0
 
 
 def _stats(values: Sequence[float], strict: int, unparseable: int) -> dict:
@@ -93,15 +117,61 @@ def _stats(values: Sequence[float], strict: int, unparseable: int) -> dict:
 def judge_check(judge: Judge, samples: Sequence[Sample] | None = None, *, n: int = 20, seed: int = 0,
                 probes: Sequence[str] = tuple(PROBES), out_dir: str | Path | None = None,
                 log: Callable[[str], None] = print) -> dict:
-    """Run the probes with ``judge``; returns (and with ``out_dir`` writes ``judge_check.json``) per-probe and
-    overall agreement. ``samples`` default to the shipped AlpacaEval set. Verdicts are resumable under
-    ``out_dir/judge-<fingerprint>/``."""
+    """Run the probes with ``judge`` (either mode); returns per-probe and overall agreement (and with ``out_dir``
+    writes ``judge_check.json`` with this one mode). ``samples`` default to the shipped AlpacaEval set. Verdicts
+    are resumable under ``out_dir/judge-<fingerprint>/``."""
+    return judge_check_modes({getattr(judge, "mode", "generate"): judge}, samples, n=n, seed=seed, probes=probes,
+                             out_dir=out_dir, log=log)["modes"][getattr(judge, "mode", "generate")]
+
+
+def judge_check_modes(judges: Mapping[str, Judge], samples: Sequence[Sample] | None = None, *, n: int = 20,
+                      seed: int = 0, probes: Sequence[str] = tuple(PROBES), out_dir: str | Path | None = None,
+                      log: Callable[[str], None] = print) -> dict:
+    """The probes judged by each ``{mode: judge}`` (e.g. generate and logprob on one model): ``{"modes": {mode:
+    result}, "passed", "mode_agreement", ...}``, written to ``out_dir/judge_check.json``; each judge's result is
+    also recorded under its fingerprint in its ``checks_dir``."""
     if samples is None:
         from sdft.evaluation.benchmarks.alpacaeval import load
 
         samples = load()
     pairs = build_probes(samples, n, seed, probes)
     out = Path(out_dir) if out_dir else None
+    results, judged = {}, {}
+    for mode, judge in judges.items():
+        results[mode], judged[mode] = _check_one(judge, pairs, probes, out, log, mode)
+        results[mode]["n_instructions"] = min(n, len(samples))
+        results[mode]["seed"] = seed
+    report = {"modes": results, "passed": all(r["passed"] for r in results.values()),
+              "n_instructions": min(n, len(samples)), "seed": seed}
+    if len(judged) == 2:
+        report["mode_agreement"] = mode_agreement(*judged.values())
+    file = out / "judge_check.json" if out else None
+    if file:
+        atomic_write_json(file, report)
+    for mode, judge in judges.items():
+        r = results[mode]
+        register_check(getattr(judge, "checks_dir", None), r["fingerprint"],
+                       {"passed": r["passed"], "agreement": r["overall"]["accuracy"], "mode": mode,
+                        "file": str(file.resolve()) if file else None, "first_position_rate": r["first_position_rate"],
+                        "probes": {p: v["accuracy"] for p, v in r["probes"].items()}, "judge": r["judge"]})
+    return report
+
+
+def mode_agreement(a: Sequence[Mapping], b: Sequence[Mapping]) -> dict:
+    """How often two modes' per-order preferences pick the same answer (orders where both are decisive)."""
+    same = total = 0
+    for ra, rb in zip(a, b):
+        for pa, pb in zip(ra["preferences"], rb["preferences"]):
+            if pa is None or pb is None or pa == 0.5 or pb == 0.5:
+                continue
+            total += 1
+            same += (pa > 0.5) == (pb > 0.5)
+    return {"rate": same / total if total else None, "agree": same, "n": total,
+            "ci95": list(wilson_interval(same, total))}
+
+
+def _check_one(judge: Judge, pairs: list[dict], probes: Sequence[str], out: Path | None,
+               log: Callable[[str], None], mode: str) -> tuple[dict, list[dict]]:
     t0 = time.perf_counter()
     judged = judge_pairs(judge, pairs, out / f"judge-{judge.fingerprint()}" / "check_judgements.jsonl" if out else None)
     seconds = time.perf_counter() - t0
@@ -111,25 +181,25 @@ def judge_check(judge: Judge, samples: Sequence[Sample] | None = None, *, n: int
         expected = PROBES[probe][1]
         recs = [j for j, p in zip(judged, pairs) if p["probe"] == probe]
         vals = [a for a in (agreement(r["preferences"], expected) for r in recs) if a is not None]
-        strict = sum(v == 1.0 for v in vals)
+        strict = sum(strictly_right(r["preferences"], expected) for r in recs if None not in r["preferences"])
         bad = len(recs) - len(vals)
         per[probe] = {"expected": expected, **_stats(vals, strict, bad)}
         pooled += vals
         pooled_strict += strict
         pooled_bad += bad
-    first = [(p == 1.0) == (o == "model_first") for r in judged for o, p in zip(ORDERS, r["preferences"])
-             if p in (0.0, 1.0)]
+    first = first_position(judged)
     position = sum(first) / len(first) if first else None
-    result = {"probes": per, "overall": _stats(pooled, pooled_strict, pooled_bad), "first_position_rate": position,
-              "warnings": _warnings(per, position),
-              "n_instructions": min(n, len(samples)), "seed": seed, "judge": judge.identity(),
+    warnings = _warnings(per, position)
+    result = {"mode": mode, "probes": per, "overall": _stats(pooled, pooled_strict, pooled_bad),
+              "first_position_rate": position, "decisive_judgements": len(first), "warnings": warnings,
+              "passed": not warnings, "judge": judge.identity(), "fingerprint": judge.fingerprint(),
               "judge_seconds": round(seconds, 2), "examples": _examples(judged, pairs)}
     for probe, s in per.items():
         acc = "n/a" if s["accuracy"] is None else f"{s['accuracy']:.0%}"
-        log(f"judge check {probe}: agreement {acc} (n={s['n']}, unparseable pairs {s['unparseable_pairs']})")
-    if out:
-        atomic_write_json(out / "judge_check.json", result)
-    return result
+        lo, hi = s["ci95"]
+        log(f"judge check [{mode}] {probe}: agreement {acc} (95% CI {lo:.0%}–{hi:.0%}, n={s['n']}, unparseable "
+            f"pairs {s['unparseable_pairs']})")
+    return result, judged
 
 
 def _warnings(per: Mapping[str, dict], position: float | None) -> list[str]:

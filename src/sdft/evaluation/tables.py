@@ -4,6 +4,17 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
+UNTRUSTED_MARK = "⚠ judge failed its check: win rate not evidence"
+
+
+def judge_marker(result: Mapping[str, Any]) -> str:
+    """A visible flag after a win rate whose judge is not trusted (``judge_trusted: false``), else nothing.
+
+    >>> judge_marker({"judge_trusted": False}), judge_marker({"score": 1.0})
+    (' ⚠ judge failed its check: win rate not evidence', '')
+    """
+    return f" {UNTRUSTED_MARK}" if result.get("judge_trusted") is False else ""
+
 
 def results_markdown(results: Iterable[Mapping[str, Any]]) -> str:
     """A markdown table of one or more results (percentages with their 95% Wilson interval).
@@ -18,6 +29,10 @@ def results_markdown(results: Iterable[Mapping[str, Any]]) -> str:
     lines = ["| task | metric | score | 95% CI | correct / n |", "|---|---|---|---|---|"]
     for r in results:
         lo, hi = r["ci95"]
-        lines.append(f"| {r['task']} | {r['metric']} | {100 * r['score']:.2f}% | {100 * lo:.2f}–{100 * hi:.2f}% "
-                     f"| {r['correct']} / {r['n']} |")
+        lines.append(f"| {r['task']} | {r['metric']} | {100 * r['score']:.2f}%{judge_marker(r)} | "
+                     f"{100 * lo:.2f}–{100 * hi:.2f}% | {_count(r['correct'])} / {r['n']} |")
     return "\n".join(lines) + "\n"
+
+
+def _count(k: Any) -> Any:
+    return round(k, 2) if isinstance(k, float) else k  # judged pairs sum probabilities in logprob mode

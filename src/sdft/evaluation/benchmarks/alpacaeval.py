@@ -89,6 +89,7 @@ def aggregate(records: Sequence[dict], samples: Sequence[Sample], judge, out_dir
     raw verdicts go to ``out_dir/judge-<fingerprint>/judgements.jsonl`` (resumable; one folder per judge, so
     changing the judge model, backend, prompt file or decoding never reuses old verdicts)."""
     from sdft.evaluation.judge import judge_pairs, summarize_pairs, write_model_outputs
+    from sdft.evaluation.judge_trust import trust
     from sdft.evaluation.tables import results_markdown
     from sdft.store import atomic_write_json, atomic_write_text
 
@@ -107,7 +108,9 @@ def aggregate(records: Sequence[dict], samples: Sequence[Sample], judge, out_dir
     stats = summarize_pairs(rows, unparseable)
     for row in rows:
         row["correct"] = row["score"]
-    results = {"task": "alpacaeval", "metric": "win rate", **stats, "judge": judge.identity(),
+    trusted = trust(stats, judge)  # judge_trusted: false when position-biased here or failed `sdft judge-check`
+    stats["warnings"] += [r for r in trusted["judge_untrusted_reasons"] if "judge-check" in r]
+    results = {"task": "alpacaeval", "metric": "win rate", **stats, **trusted, "judge": judge.identity(),
                "reference_generator": REFERENCE_GENERATOR, **extra}
     atomic_write_text(out / "samples.jsonl", "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in rows))
     for d in (out, jdir):
