@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 from sdft.config import DistillConfig, EvalConfig, TrainConfig, build, load, to_dict
 
@@ -62,11 +62,15 @@ def evaluate(config: EvalConfig | str | Path | None = None, *, progress: bool = 
     return EvalResult(Path(cfg.out), run(cfg, progress=progress, log=log))
 
 
-def score(task: str, predictions: str | Path, out: str | Path, data: str | Path | None = None) -> dict:
-    """Score another system's outputs with the same scorers (``sdft score``)."""
+def score(task: str, predictions: str | Path, out: str | Path, data: str | Path | None = None, *,
+          task_data: Sequence[str] = (), task_files: Sequence[str | Path] = (), id_column: str | None = None) -> dict:
+    """Score another system's outputs with the same scorers (``sdft score``); ``task_data`` entries
+    ``TASK=PATH[:COLUMNS]`` and ``task_files`` (YAML task definitions) as in ``sdft eval``, ``id_column`` to key
+    predictions by a data column."""
     from sdft.evaluation.scoring import score_predictions
 
-    return score_predictions(task, predictions, out, data)
+    return score_predictions(task, predictions, out, data, task_data=tuple(task_data), task_files=tuple(task_files),
+                             id_column=id_column)
 
 
 def judge_check(judge: str, out: str | Path, *, n: int = 20, mode: str = "both", backend: str = "auto",

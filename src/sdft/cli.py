@@ -125,12 +125,19 @@ def score(
     predictions: Path = typer.Option(..., help='JSONL: {"index": i, "output": "..."} per line'),
     out: Path = typer.Option(..., help="output folder"),
     data: Optional[str] = typer.Option(None, help="the task's data file (default: the shipped copy)"),
+    task_data: List[str] = typer.Option([], help="TASK=PATH[:COLUMNS]: the data from your file with a column "
+                                                 "mapping, e.g. multiarith=x.json:question=sQuestion,answer="
+                                                 "lSolutions[0]"),
+    task_file: List[Path] = typer.Option([], help="a YAML file defining your own task (name it with --task)"),
+    id_column: Optional[str] = typer.Option(None, help="key predictions by this column of the data (the "
+                                                       "prediction holds the same key, or 'id') instead of index"),
 ) -> None:
     """Score outputs made by any other system with the same scorers as `sdft eval`."""
     from sdft import api
     from sdft.evaluation.tables import results_markdown
 
-    print(results_markdown([_run(lambda: api.score(task, predictions, out, data))]))
+    print(results_markdown([_run(lambda: api.score(task, predictions, out, data, task_data=task_data,
+                                                   task_files=task_file, id_column=id_column))]))
 
 
 @app.command()

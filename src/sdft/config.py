@@ -372,6 +372,12 @@ class EvalConfig:
     limit: int | None = opt(None, "the first N samples of each task", extends=True, min=1)
     task_limits: dict = opt(help="per-task override of `limit`, e.g. {alpacaeval: 8}", factory=dict, extends=True,
                             cli=False)
+    task_data: tuple[str, ...] = opt((), "a task's data from your file: TASK=PATH[:COLUMNS], e.g. multiarith=x.json:"
+                                         "question=sQuestion,answer=lSolutions[0] (JSON, JSONL, CSV or a save_to_disk "
+                                         "folder; repeatable; in YAML a list)", flag="task_data")
+    task_files: tuple[str, ...] = opt((), "a YAML file defining your own task (name, data, columns, prompt, extract, "
+                                          "score; see docs/evaluation.md); name it in --tasks (repeatable)",
+                                      flag="task_file")
     batch_size: int = _batch_size()
     chunk_size: int = _chunk_size()
     workers: int | None = opt(None, "parallel sandboxes for code tasks", run_only=True, min=1)

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sdft.config import EvalConfig, fingerprint, server_options, to_dict
-from sdft.evaluation.benchmarks import EvalTask, get_eval_task
+from sdft.evaluation.benchmarks import EvalTask
+from sdft.evaluation.task_data import load_samples, parse_task_data
+from sdft.evaluation.task_file import data_fingerprint, resolve_tasks
 from sdft.generation import DECODING_PRESETS, GenerationParams, generate_in_chunks, make_backend, pick_backend
 from sdft.models import load_tokenizer, resolve_model
 from sdft.evaluation.scoring import default_workers, score_samples, write_results
@@ -36,7 +38,7 @@ def decoding_for(cfg: EvalConfig, task: EvalTask) -> GenerationParams:
 
 def evaluate(cfg: EvalConfig, *, progress: bool = True, backend=None, tokenizer=None,
              log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    tasks = [get_eval_task(t) for t in cfg.tasks]  # unknown names fail before any model is loaded
+    tasks = resolve_tasks(cfg.tasks, cfg.task_files, cfg.task_data)  # bad names/task files fail before any model
     stray = sorted(set(cfg.task_limits) - set(cfg.tasks))
     if stray:
         raise ValueError(f"task_limits names task(s) not evaluated here: {', '.join(stray)}")
@@ -57,13 +59,15 @@ def evaluate(cfg: EvalConfig, *, progress: bool = True, backend=None, tokenizer=
     if fp.get("api_model") is None:  # runs made before --api-model existed still resume
         fp.pop("api_model", None)
     fp.update(prompt_format=fmt, backend=backend_name)
+    task_data = parse_task_data(cfg.task_data)
+    data_fingerprint(fp, tasks, task_data)  # the sha256 of user data and task files
     guard_run_folder(out, fp, cfg.overwrite, [t.name for t in tasks] + ["results.json", "results.md"])
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", {"fingerprint": fp, "config": to_dict(cfg)})
     results = []
     try:
         for task in tasks:
-            samples = task.load()
+            samples = load_samples(task, task_data.get(task.name))
             limit = cfg.task_limits.get(task.name, cfg.limit)
             if limit is not None:
                 samples = samples[:int(limit)]

@@ -11,6 +11,12 @@ Scoring writes into ``out_dir``:
 - ``results.md``: the same as a markdown table.
 
 Without a ``prompt`` in the predictions, the recorded prompt is the task's raw, standard-layout prompt.
+
+With ``id_column`` the predictions are keyed by a column of the data instead of the row number: each object
+holds that column's name (or ``id``) with the row's value, e.g. ``{"task_id": "HumanEval/3", "output": ...}``
+(ids are compared as text; a duplicate id in the data or an unknown one in the predictions is refused).
+``task_data``/``task_files`` load the task's data from your file or define the task (:mod:`~sdft.evaluation.
+task_data`, :mod:`~sdft.evaluation.task_file`), as ``sdft eval`` does.
 """
 
 from __future__ import annotations
@@ -19,20 +25,22 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from sdft.data import DataError
-from sdft.evaluation.benchmarks import EvalTask, Sample, get_eval_task, resolve_data
+from sdft.evaluation.benchmarks import EvalTask, Sample, resolve_data
 from sdft.evaluation.tables import results_markdown
 from sdft.stats import wilson_interval
 from sdft.store import atomic_write_json, atomic_write_text
 
 
 
-def read_predictions(path: str | Path, n_rows: int | None, data_name: str = "the data") -> list[dict]:
+def read_predictions(path: str | Path, n_rows: int | None, data_name: str = "the data", *,
+                     ids: Mapping[str, int] | None = None, id_column: str | None = None) -> list[dict]:
     """The prediction objects of a JSONL file, checked: each line an object with an integer ``index`` that is a
     row of the data (``0 <= index < n_rows``; any index when ``n_rows`` is None), given once, and a string
-    ``output``. Errors name file and line."""
+    ``output``. With ``ids`` (``{id: row}``), the row comes from the object's ``id_column`` (or ``id``) field
+    instead. Errors name file and line."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -52,6 +60,13 @@ def read_predictions(path: str | Path, n_rows: int | None, data_name: str = "the
             raise DataError(f"{where}: invalid JSON ({e.msg}, column {e.colno})") from None
         if not isinstance(obj, dict):
             raise DataError(f"{where}: expected an object with 'index' and 'output', got {type(obj).__name__}")
+        if ids is not None:
+            key = obj.get(id_column, obj.get("id")) if id_column else obj.get("id")
+            if key is None or isinstance(key, (bool, list, dict)):
+                raise DataError(f"{where}: field '{id_column or 'id'}': expected the row's id, got {key!r}")
+            if str(key) not in ids:
+                raise DataError(f"{where}: id {key!r} is not in column '{id_column}' of {data_name}")
+            obj = {**obj, "index": ids[str(key)], "id": str(key)}
         index, output = obj.get("index"), obj.get("output")
         if isinstance(index, bool) or not isinstance(index, int):
             raise DataError(f"{where}: field 'index': expected an integer row number, got {index!r}")
@@ -111,16 +126,31 @@ def default_workers(task: EvalTask) -> int:
 
 
 def score_predictions(task_name: str, predictions_path: str | Path, out_dir: str | Path,
-                      data_path: str | Path | None = None, *, workers: int | None = None) -> dict:
+                      data_path: str | Path | None = None, *, workers: int | None = None,
+                      task_data: Sequence[str] = (), task_files: Sequence[str | Path] = (),
+                      id_column: str | None = None) -> dict:
     """Score a predictions JSONL for ``task_name``; write samples.jsonl, results.json and results.md into
-    ``out_dir`` and return the results dict. ``data_path`` overrides the task's shipped data file."""
-    task = get_eval_task(task_name)
-    data_file = resolve_data(data_path, task.data_file)
-    samples = task.load(data_path)
-    preds = read_predictions(predictions_path, len(samples), str(data_file))
+    ``out_dir`` and return the results dict. ``data_path`` overrides the task's shipped data file; ``task_data``
+    (``TASK=PATH[:COLUMNS]``) and ``task_files`` as in ``sdft eval``; ``id_column`` keys predictions by a column."""
+    from sdft.evaluation.task_data import data_ids, load_samples, parse_task_data
+    from sdft.evaluation.task_file import resolve_tasks
+
+    task = resolve_tasks([task_name], task_files, task_data)[0]
+    mapped = parse_task_data(task_data).get(task.name)
+    if mapped is not None and data_path is not None:
+        raise ValueError("give the data either with --data or with --task-data, not both")
+    data_file = mapped.path if mapped else resolve_data(data_path, task.data_file)
+    samples = load_samples(task, mapped) if mapped else task.load(data_path)
+    ids = data_ids(data_file, id_column) if id_column else None
+    preds = read_predictions(predictions_path, len(samples), str(data_file), ids=ids, id_column=id_column)
     records = score_samples(task, ((samples[p["index"]], p) for p in preds),
                             workers if workers is not None else default_workers(task))
-    return write_results(out_dir, task, records, predictions=str(predictions_path), data=str(data_file))
+    if ids is not None:
+        for rec, p in zip(records, preds):
+            rec["id"] = p["id"]
+    extra = {"columns": dict(mapped.columns)} if mapped and mapped.columns else {}
+    return write_results(out_dir, task, records, predictions=str(predictions_path), data=str(data_file),
+                         **extra, **({"id_column": id_column} if id_column else {}))
 
 
 def write_results(out_dir: str | Path, task: EvalTask, records: list[dict], **extra: Any) -> dict:
