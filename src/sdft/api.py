@@ -93,6 +93,19 @@ def judge_check(judge: str, out: str | Path, *, n: int = 20, mode: str = "both",
         getattr(base.backend, "close", lambda: None)()
 
 
+def export_lm_eval(out: str | Path, tasks: Sequence[str] | None = None, *, model: str | None = None,
+                   prompt_format: str = "auto", layout: str = "standard", limit: int | None = None,
+                   max_new_tokens: int | None = None, task_data: Sequence[str] = (), cache_dir: str | None = None,
+                   log: Log = print) -> dict:
+    """Write lm-eval task YAMLs, JSONL docs and a self-contained utils.py for our benchmarks (``sdft
+    export-lm-eval``); returns ``{task: {lm_eval_task, yaml, data, n}}``."""
+    from sdft.evaluation.lm_eval_export import DEFAULT_TASKS, export_lm_eval as run
+
+    return run(out, tuple(tasks) if tasks else DEFAULT_TASKS, model=model, prompt_format=prompt_format,
+               layout=layout, limit=limit, max_new_tokens=max_new_tokens, task_data=tuple(task_data),
+               cache_dir=cache_dir, log=log)
+
+
 def gap(data: str | Path, *, model: str | None = None, out: str | Path | None = None, limit: int | None = None,
         batch_size: int = 4, template: str | None = None, prompt_format: str = "auto", layout: str = "standard",
         log: Log = print) -> dict:

@@ -208,6 +208,34 @@ def judge_check_(
     _run(go)
 
 
+@app.command("export-lm-eval")
+def export_lm_eval_(
+    out: Path = typer.Option(..., help="folder for the task YAMLs, their JSONL data and utils.py"),
+    tasks: str = typer.Option("gsm8k,multiarith,openfunctions,advbench,advbench-direct,advbench-jailbreak",
+                              help="comma-separated sdft tasks (also advbench-jailbreak-direct)"),
+    model: Optional[str] = typer.Option(None, help="render the prompts in this model's format (default: raw "
+                                                   "prompts, no model needed)"),
+    prompt_format: str = typer.Option("auto", help="auto (chat when --model has a chat template) | chat | raw"),
+    layout: str = typer.Option("standard", help="raw format only: standard | release"),
+    limit: Optional[int] = typer.Option(None, min=1, help="only the first N items of each task"),
+    max_new_tokens: Optional[int] = typer.Option(None, min=1, help="lm-eval's max_gen_toks (default: the task's)"),
+    task_data: List[str] = typer.Option([], help="TASK=PATH[:COLUMNS]: export your data for that task"),
+    cache_dir: Optional[str] = typer.Option(None),
+) -> None:
+    """Write our benchmarks as lm-eval tasks (`lm_eval --include_path OUT --tasks sdft_gsm8k ...`), with sdft's
+    scoring rules copied into a self-contained utils.py."""
+    from sdft import api
+
+    def go():
+        done = api.export_lm_eval(out, [t for t in tasks.split(",") if t], model=model, prompt_format=prompt_format,
+                                  layout=layout, limit=limit, max_new_tokens=max_new_tokens, task_data=task_data,
+                                  cache_dir=cache_dir, log=_log)
+        names = ",".join(v["lm_eval_task"] for v in done.values())
+        print(f"lm_eval --model hf --model_args pretrained=MODEL --include_path {out} --tasks {names}")
+
+    _run(go)
+
+
 @app.command()
 def experiment(
     config: Path = typer.Argument(..., help="experiment YAML (see configs/)"),
