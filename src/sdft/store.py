@@ -218,14 +218,12 @@ def _holder(path: Path) -> str:
     return (f"pid {info['pid']}{where}, `{info.get('command', '?')}`, since {info.get('since', '?')}")
 
 
-def _remove_if_bare(out: Path, created: bool) -> None:
-    """A folder this run created and left holding nothing but its lock file is removed (a failed start leaves
-    no empty output folder)."""
-    if not created:
-        return
+def _release_files(out: Path, created: bool) -> None:
+    """On release the lock file goes (while still held: whoever opened it meanwhile finds it gone and starts
+    again), and a folder this run created and left empty goes too (a failed start leaves no output folder)."""
     try:
-        if {p.name for p in out.iterdir()} <= {LOCK_NAME}:
-            (out / LOCK_NAME).unlink(missing_ok=True)
+        (out / LOCK_NAME).unlink(missing_ok=True)
+        if created and not any(out.iterdir()):
             out.rmdir()
     except OSError:
         pass
@@ -238,7 +236,7 @@ def run_lock(out: str | Path, command: str | None = None) -> Iterator[Path]:
     A second process asking for the same folder gets :class:`RunLocked` at once, naming the holder (pid, host,
     command, since when). The kernel releases the lock when the holder exits or is killed, so a stale lock file
     never blocks. The same process may re-enter a folder it holds (an experiment running a stage in-process).
-    If this call created ``out`` and the run left nothing in it, the folder is removed again on exit."""
+    On exit the lock file is removed, and ``out`` too if this call created it and the run left it empty."""
     import fcntl
 
     out = Path(out)
@@ -289,7 +287,7 @@ def run_lock(out: str | Path, command: str | None = None) -> Iterator[Path]:
         with _held_guard:
             del _held[key]
         try:
-            _remove_if_bare(out, created)
+            _release_files(out, created)
         finally:
             os.close(fd)  # releases the lock (after any removal, so no one can take a lock on a removed file)
 
