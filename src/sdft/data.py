@@ -8,6 +8,7 @@ user turn is the instruction and the final assistant turn the response. A malfor
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import json
@@ -59,11 +60,41 @@ def builtin_data_dir() -> Path:
     return Path(str(resources.files("sdft") / "resources" / "data"))
 
 
+# byte-order marks and the codec of the bytes after them (UTF-32 first: its LE mark starts with UTF-16's)
+BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le", "UTF-32"), (codecs.BOM_UTF32_BE, "utf-32-be", "UTF-32"),
+        (codecs.BOM_UTF8, "utf-8", "UTF-8"), (codecs.BOM_UTF16_LE, "utf-16-le", "UTF-16"),
+        (codecs.BOM_UTF16_BE, "utf-16-be", "UTF-16"))
+
+
+def decode_text(data: bytes, path: Path | str) -> str:
+    """A data file's text: UTF-8 with or without a byte-order mark, or UTF-16/UTF-32 with one (line ends are left
+    as they are: every reader here takes CRLF). Anything else is a :class:`DataError` naming the file and the
+    byte offset (e.g. Latin-1 or Windows-1252 bytes, or UTF-16 without its mark)."""
+    for bom, codec, name in BOMS:
+        if data.startswith(bom):
+            try:
+                return data[len(bom):].decode(codec)
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}: starts with a {name} byte-order mark but is not valid {name} ({e.reason} "
+                                f"at byte {e.start + len(bom)})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}: {data[e.start:e.start + 4]!r}); "
+                        "save it as UTF-8 (UTF-16 with a byte-order mark is read too)") from None
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise DataError(f"{path}: a NUL byte at byte {nul}: not UTF-8 text (UTF-16 without a byte-order mark?); "
+                        "save it as UTF-8 (UTF-16 with a byte-order mark is read too)")
+    return text
+
+
 def read_text_file(path: Path) -> str:
+    """The text of a data file, plain or ``.gz`` (see :func:`decode_text` for the encodings read)."""
     if path.suffix == ".gz":
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            return f.read()
-    return path.read_text(encoding="utf-8")
+        with gzip.open(path, "rb") as f:
+            return decode_text(f.read(), path)
+    return decode_text(path.read_bytes(), path)
 
 
 def existing_path(path: Path) -> Path | None:
@@ -161,14 +192,12 @@ def load_records(path: Path) -> list[Any]:
         return [dict(r) for r in ds]
     try:
         text = read_text_file(path)
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except (OSError, EOFError) as e:
         raise DataError(f"{path}: cannot read: {e}") from None
     stem = path.name[:-3] if path.name.endswith(".gz") else path.name
     if stem.endswith(".jsonl"):
         rows = []
-        for lineno, line in enumerate(text.splitlines(), 1):
+        for lineno, line in enumerate(text.split("\n"), 1):  # not splitlines(): U+2028 may sit inside a string
             if not line.strip():
                 continue
             try:
