@@ -9,10 +9,11 @@ A method's module is imported only when it runs (on-policy needs TRL's experimen
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from contextlib import contextmanager, nullcontext
+from typing import Callable, Iterator
 
 from sdft.config import TrainConfig
-from sdft.store import atomic_write_json
+from sdft.store import atomic_write_json, run_lock
 from sdft.training.common import TrainError, TrainResult
 
 # method -> (module, function); a later method is one more row
@@ -33,12 +34,46 @@ def trainer_for(method: str) -> Trainer:
     return getattr(importlib.import_module(module), name)
 
 
-def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
-    """``sdft train``: the trainer registered for ``cfg.method`` (see ``METHODS``)."""
-    result = trainer_for(cfg.method)(cfg, log)
-    if cfg.export_gguf and result.manifest:
-        export_gguf(result, cfg, log)
+def train(cfg: TrainConfig, log: Callable[[str], None] = print, deterministic: bool | None = None) -> TrainResult:
+    """``sdft train``: the trainer registered for ``cfg.method`` (see ``METHODS``), holding the output folder's
+    lock (:func:`sdft.store.run_lock`; in a distributed run the main process holds it for all) for the whole run.
+    ``deterministic`` (default: the config's ``deterministic``, else off): torch's deterministic algorithms
+    (matters on GPUs; see docs/reproducibility.md), recorded in the manifest."""
+    trainer = trainer_for(cfg.method)  # an unknown method fails before the output folder exists
+    if deterministic is None:
+        deterministic = bool(getattr(cfg, "deterministic", False))
+    lock = run_lock(cfg.out) if is_main_process() else nullcontext()
+    with lock, (determinism(cfg.seed) if deterministic else nullcontext()):
+        result = trainer(cfg, log)
+        if cfg.export_gguf and result.manifest:
+            export_gguf(result, cfg, log)
     return result
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a ``torchrun`` launch (or a plain single process): the one that holds the folder lock."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+@contextmanager
+def determinism(seed: int) -> Iterator[None]:
+    """transformers' full determinism for one run: seeds, ``torch.use_deterministic_algorithms(True)`` (warning,
+    not failing, on an op without a deterministic kernel), cuDNN deterministic and cuBLAS's fixed workspace
+    (``CUBLAS_WORKSPACE_CONFIG``, which must be set before CUDA starts: true in a fresh ``sdft train``). torch's
+    switches are put back afterwards (an experiment's later stages, a test session)."""
+    import torch
+    from transformers.trainer_utils import enable_full_determinism
+
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    enable_full_determinism(seed, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[2], before[3]
 
 
 def export_gguf(result: TrainResult, cfg: TrainConfig, log: Callable[[str], None] = print) -> None:

@@ -12,7 +12,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 from sdft.config import PRESETS, TRAIN_METHODS, TrainConfig, folder_free, to_dict
 from sdft.data import Example, file_sha256, load_examples, resolve_source
-from sdft.store import atomic_write_json, atomic_write_text, read_json, read_records
+from sdft.store import atomic_write_json, atomic_write_text, read_json, scan_records
 from sdft.distillation.tasks import get_task
 from sdft.templates import default_prompt_format, get_template
 
@@ -42,7 +42,12 @@ def load_rows(cfg: TrainConfig) -> tuple[list[dict[str, Any]], str, Path]:
     """Rows with ``output`` and ``original``, the task name, and the file they came from."""
     path = Path(cfg.data).expanduser()
     if path.is_dir() and (path / "rows.jsonl").exists():
-        rows = read_records(path / "rows.jsonl", repair=False)
+        scan = scan_records(path / "rows.jsonl", repair=False)
+        if scan.quarantined:
+            raise TrainError(f"{path / 'rows.jsonl'}: {len(scan.quarantined)} damaged line(s) (line "
+                             f"{', '.join(str(n) for n, _ in scan.quarantined[:10])}): those rows would be missing; "
+                             "re-run the same `sdft distill` command, which sets them aside and makes them again")
+        rows = scan.records
         if not rows:
             raise TrainError(f"{path / 'rows.jsonl'}: no finished rows")
         dcfg = read_json(path / "config.json")["config"] if (path / "config.json").exists() else {}
@@ -125,14 +130,37 @@ class TrainResult:
     manifest: dict[str, Any]
 
 
+# what `sdft train` writes into its folder (besides config.json): a folder holding any of these without an sdft
+# config.json is someone else's, and is never written into
+TRAIN_OUTPUTS = ("adapter_model.safetensors", "adapter_config.json", "model.safetensors", "manifest.json",
+                 "README.md", "loss.csv", "loss.png", "checkpoints", "merged", "adapter.gguf")
+
+
+def is_train_config(doc: Any) -> bool:
+    """Whether a config.json is one `sdft train` wrote (its TrainConfig as a dict)."""
+    return isinstance(doc, dict) and {"data", "out", "method", "model", "lora_r"} <= set(doc)
+
+
 def check_out(out: Path, cfg: TrainConfig) -> None:
     prev = out / "config.json"
     if not prev.exists():
+        foreign = [n for n in TRAIN_OUTPUTS if (out / n).exists()]
+        if foreign:
+            raise TrainError(f"{out}: holds {', '.join(foreign)} but no config.json of an `sdft train` run; training "
+                             "would overwrite them, so nothing is written (--overwrite replaces only an sdft run's "
+                             "files): move them away or choose another --out")
         return
+    try:
+        doc = read_json(prev)
+    except ValueError:
+        doc = None
+    if not is_train_config(doc):
+        raise TrainError(f"{out}: its config.json was not written by `sdft train` (e.g. a model folder); nothing is "
+                         "written there, even with --overwrite: choose another --out")
     keep = set(folder_free(TrainConfig))
     if cfg.resume:  # a resumed run may extend its budget
         keep |= {"max_steps", "epochs"}
-    old = {k: v for k, v in read_json(prev).items() if k not in keep}
+    old = {k: v for k, v in doc.items() if k not in keep}
     defaults = to_dict(TrainConfig(data="", out=""))  # a key added to TrainConfig later counts as its default
     new = {k: v for k, v in to_dict(cfg).items() if k not in keep and (k in old or v != defaults.get(k))}
     if old != new and not cfg.overwrite:
@@ -209,15 +237,76 @@ class Trained(NamedTuple):
     wall: float  # seconds spent in trainer.train()
     resumed: bool
     losses: list[dict]  # the logged steps that carry a loss
+    resumed_from: str | None = None  # the checkpoint folder's name
+    set_aside: tuple[str, ...] = ()  # incomplete checkpoints moved out of the way
 
 
-def run_and_save(trainer: Any, tokenizer: Any, out: Path, resume: bool, merge: bool) -> Trained | None:
-    """Train (from the last checkpoint in ``out/checkpoints`` when ``resume`` and one exists), then on the main
-    process save the adapter or model, the tokenizer, the loss curve and, with ``merge``, the merged model under
-    ``out/merged``. None on the other processes of a distributed run."""
-    resume = resume and any((out / "checkpoints").glob("checkpoint-*"))
+CHECKPOINT_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors",
+                      "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why ``folder`` (a ``checkpoint-N``) cannot be resumed from, or None when it is complete. The trainer writes
+    weights, optimizer, scheduler and RNG state first and ``trainer_state.json`` last, so a save that was killed
+    (or an old checkpoint whose deletion was) misses one of these."""
+    import json
+
+    state = folder / "trainer_state.json"
+    if not state.is_file():
+        return "no trainer_state.json"
+    try:
+        json.loads(state.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "trainer_state.json is damaged"
+    if not any((folder / w).is_file() and (folder / w).stat().st_size > 0 for w in CHECKPOINT_WEIGHTS):
+        return "no model or adapter weights"
+    for f in ("optimizer.pt", "scheduler.pt"):
+        if not (folder / f).is_file() or (folder / f).stat().st_size == 0:
+            return f"no {f}"
+    return None
+
+
+def latest_checkpoint(ckpt_dir: Path, log: Callable[[str], None] = print,
+                      set_aside: bool = True) -> tuple[Path | None, list[str]]:
+    """The complete ``checkpoint-N`` with the highest N (or None), and the incomplete ones found. With
+    ``set_aside`` each incomplete one is renamed ``incomplete-checkpoint-N-<time>`` (kept for inspection, but no
+    longer a checkpoint to the trainer's resume or its rotation), with a warning."""
+    import re
+
+    complete: list[tuple[int, Path]] = []
+    bad: list[str] = []
+    for d in sorted(ckpt_dir.glob("checkpoint-*")) if ckpt_dir.is_dir() else ():
+        m = re.fullmatch(r"checkpoint-(\d+)", d.name)
+        if not m or not d.is_dir():
+            continue
+        why = checkpoint_problem(d)
+        if why is None:
+            complete.append((int(m.group(1)), d))
+            continue
+        bad.append(d.name)
+        if set_aside:
+            dest = ckpt_dir / f"incomplete-{d.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+            try:
+                d.rename(dest)
+                log(f"warning: {d} is incomplete ({why}; a save was interrupted): moved aside to {dest.name}")
+            except OSError as e:
+                log(f"warning: {d} is incomplete ({why}) and could not be moved aside: {e}")
+    return (max(complete)[1] if complete else None), bad
+
+
+def run_and_save(trainer: Any, tokenizer: Any, out: Path, resume: bool, merge: bool,
+                 log: Callable[[str], None] = print) -> Trained | None:
+    """Train (with ``resume``: from the latest *complete* checkpoint in ``out/checkpoints``; incomplete ones are
+    moved aside, and with none complete training starts again, with a warning), then on the main process save the
+    adapter or model, the tokenizer, the loss curve and, with ``merge``, the merged model under ``out/merged``.
+    None on the other processes of a distributed run."""
+    ckpt, bad = (latest_checkpoint(out / "checkpoints", log, set_aside=trainer.is_world_process_zero())
+                 if resume else (None, []))
+    if resume and ckpt is None and bad:
+        log(f"warning: {out / 'checkpoints'} holds no complete checkpoint; training starts from the beginning")
+    resume = ckpt is not None
     t0 = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     wall = time.perf_counter() - t0
     if not trainer.is_world_process_zero():
         return None
@@ -229,7 +318,7 @@ def run_and_save(trainer: Any, tokenizer: Any, out: Path, resume: bool, merge: b
         tokenizer.save_pretrained(str(out / "merged"))
     history = trainer.state.log_history
     write_loss_curve(out, history)
-    return Trained(result, wall, resume, [h for h in history if "loss" in h])
+    return Trained(result, wall, resume, [h for h in history if "loss" in h], ckpt.name if ckpt else None, tuple(bad))
 
 
 def base_manifest(cfg: TrainConfig, task: Any, template: Any, fmt: str, model_ref: Any, data_path: Path,
@@ -243,8 +332,16 @@ def base_manifest(cfg: TrainConfig, task: Any, template: Any, fmt: str, model_re
         "targets": targets, "tokens": tok_stats, "epochs": epochs, "steps": steps,
         "loss_first": run.losses[0]["loss"] if run.losses else None,
         "loss_last": run.losses[-1]["loss"] if run.losses else None, "train_runtime_s": round(run.wall, 2),
-        "resumed": run.resumed, "config": to_dict(cfg), "versions": _versions(), "trainer_metrics": run.result.metrics,
+        "resumed": run.resumed, "resumed_from": run.resumed_from, "incomplete_checkpoints": list(run.set_aside),
+        "deterministic": _deterministic(), "config": to_dict(cfg), "versions": _versions(), "trainer_metrics": run.result.metrics,
     }
+
+
+def _deterministic() -> bool:
+    """Whether torch's deterministic algorithms were on for this run (``sdft.training.train(deterministic=True)``)."""
+    import torch
+
+    return bool(torch.are_deterministic_algorithms_enabled())
 
 
 def fmt_loss(x: float | None) -> str:

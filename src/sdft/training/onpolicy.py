@@ -230,7 +230,8 @@ def run_onpolicy(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainR
     trainer.teacher_context_builder = TeacherPromptAsIs(trainer.teacher_context_builder)
     start = max((int(p.name.rsplit("-", 1)[-1]) for p in (out / "checkpoints").glob("checkpoint-*")),
                 default=0) if cfg.resume else 0  # a resumed run continues from this step
-    run = run_and_save(trainer, tokenizer, out, cfg.resume, merge=cfg.merge and cfg.finetuning in {"lora", "qlora"})
+    run = run_and_save(trainer, tokenizer, out, cfg.resume, merge=cfg.merge and cfg.finetuning in {"lora", "qlora"},
+                       log=log)
     if run is None:
         return TrainResult(out, {})
     history, wall = trainer.state.log_history, run.wall

@@ -62,7 +62,7 @@ def train_sft(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResu
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, eval_dataset=eval_dataset,
                          processing_class=tokenizer, peft_config=lora)
-    run = run_and_save(trainer, tokenizer, out, cfg.resume, merge=cfg.merge and lora is not None)
+    run = run_and_save(trainer, tokenizer, out, cfg.resume, merge=cfg.merge and lora is not None, log=log)
     if run is None:
         return TrainResult(out, {})
     wall = run.wall
