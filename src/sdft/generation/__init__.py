@@ -36,15 +36,25 @@ __all__ = ["AUTHORS_SAMPLING", "BACKENDS", "Backend", "Completion", "DECODING_PR
 
 
 def generate_in_chunks(backend: Backend, prompts: list[str], params: GenerationParams, chunk_size: int,
-                       seeds: list[int] | None = None):
+                       seeds: list[int] | None = None, per_row: bool = False):
     """Yield ``(start, completions, seconds)`` for consecutive chunks of ``prompts`` — the unit at which
-    callers write results durably (resume granularity). ``seeds[k]`` seeds the chunk starting at prompt k."""
+    callers write results durably (resume granularity). ``seeds[k]`` seeds the chunk starting at prompt k.
+
+    ``per_row`` (deterministic mode): every prompt is its own ``generate`` call seeded with its own ``seeds[k]``,
+    so a sampled answer depends on its row only — not on the chunk size, the batch size, or which rows a resumed
+    run had left (a chunk's sampling stream is otherwise shared by its rows)."""
     import time
 
     for start in range(0, len(prompts), chunk_size):
-        seed = seeds[start] if seeds is not None else params.seed + start
         t0 = time.perf_counter()
-        comps = backend.generate(prompts[start:start + chunk_size], params.with_seed(seed))
+        chunk = prompts[start:start + chunk_size]
+        if per_row:
+            row_seeds = seeds[start:start + chunk_size] if seeds is not None else range(
+                params.seed + start, params.seed + start + len(chunk))
+            comps = [c for p, s in zip(chunk, row_seeds) for c in backend.generate([p], params.with_seed(s))]
+        else:
+            seed = seeds[start] if seeds is not None else params.seed + start
+            comps = backend.generate(chunk, params.with_seed(seed))
         yield start, comps, time.perf_counter() - t0
 
 
