@@ -22,9 +22,11 @@ from sdft.distillation.checks import CHECKS, CLEANERS, Check, banned_phrases, fi
 from sdft.config import DistillConfig, server_options, to_dict
 from sdft.config import fingerprint as config_fingerprint
 from sdft.data import Example, Source, file_sha256, load_examples, resolve_source, select_indices
-from sdft.generation import DECODING_PRESETS, GenerationParams, generate_in_chunks, make_backend, pick_backend
+from sdft.generation import (DECODING_PRESETS, GenerationParams, executor_options, generate_in_chunks, make_backend,
+                             pick_backend)
 from sdft.models import ResolvedModel, load_tokenizer, resolve_model
-from sdft.store import RecordWriter, RunConflict, atomic_write_json, guard_run_folder, read_json, read_records
+from sdft.store import (RecordScan, RecordWriter, RunConflict, atomic_write_json, guard_run_folder, quarantine_path,
+                        read_json, read_records, run_lock, scan_records)
 from sdft.distillation.tasks import Task, get_task
 from sdft.prompts import framed_prompt
 from sdft.templates import Template, default_prompt_format, get_template
@@ -203,9 +205,23 @@ class DistillResult:
 
 
 def distill(cfg: DistillConfig, *, progress: bool = True, backend=None, tokenizer=None,
-            log: Callable[[str], None] = print) -> DistillResult:
-    """Run (or resume) a distillation. ``backend``/``tokenizer`` may be passed in (tests, experiments)."""
+            log: Callable[[str], None] = print, deterministic: bool | None = None) -> DistillResult:
+    """Run (or resume) a distillation. ``backend``/``tokenizer`` may be passed in (tests, experiments).
+
+    Bad input fails in :func:`plan`, before the output folder exists; the folder is then held by
+    :func:`~sdft.store.run_lock` for the whole run (a second process is refused at once). ``deterministic``
+    (default: the config's ``deterministic``, else off) asks the backend for bit-reproducible generation
+    (one llama.cpp slot, one HF row per forward pass; see docs/reproducibility.md)."""
     p = plan(cfg)
+    if deterministic is None:
+        deterministic = bool(getattr(cfg, "deterministic", False))
+    with run_lock(cfg.out):
+        return _distill(cfg, p, progress=progress, backend=backend, tokenizer=tokenizer, log=log,
+                        deterministic=deterministic)
+
+
+def _distill(cfg: DistillConfig, p: Plan, *, progress: bool, backend, tokenizer, log: Callable[[str], None],
+             deterministic: bool) -> DistillResult:
     out = Path(cfg.out)
     fp = fingerprint(cfg, p.input_sha256)
     guard_run_folder(out, fp, cfg.overwrite, [ROWS, MANIFEST, "distilled.json", "original.json", "dataset_info.json"])
@@ -217,7 +233,10 @@ def distill(cfg: DistillConfig, *, progress: bool = True, backend=None, tokenize
     fmt = default_prompt_format(tokenizer) if cfg.prompt_format == "auto" else cfg.prompt_format
     atomic_write_json(out / CONFIG, {"fingerprint": fp, "config": to_dict(cfg), "prompt_format": fmt})
 
-    done = read_records(out / ROWS)
+    scan = scan_records(out / ROWS)  # a damaged line loses only its row, which is made again below
+    for w in scan.warnings(out / ROWS):
+        log(f"warning: {w}")
+    done = scan.records
     done_idx = {r["index"] for r in done}
     pending = [i for i in p.indices if i not in done_idx]
     examples = p.examples
@@ -247,6 +266,7 @@ def distill(cfg: DistillConfig, *, progress: bool = True, backend=None, tokenize
             "frame": cfg.frame, "truncated": cfg.truncated,
             "train_template": None if cfg.frame == "release" else p.train_template.name,
             "counts": summarize(records), "versions": _versions(cfg.backend),
+            "rows_file": _rows_file_info(out, scan), "deterministic": deterministic,
             "this_session": {"rows": len(records) - len(done), "seconds": round(time.perf_counter() - t_start, 2),
                              "generated_tokens": new_tokens,
                              "tokens_per_s": round(new_tokens / gen_seconds, 2) if gen_seconds else None},
@@ -259,7 +279,8 @@ def distill(cfg: DistillConfig, *, progress: bool = True, backend=None, tokenize
         if backend is None:
             assert gen_model is not None
             backend = make_backend(pick_backend(cfg.backend, gen_model), gen_model, batch_size=cfg.batch_size, tokenizer=tokenizer,
-                                   trust_remote_code=cfg.trust_remote_code, threads=cfg.threads, **server_options(cfg))
+                                   trust_remote_code=cfg.trust_remote_code, threads=cfg.threads,
+                                   deterministic=deterministic, **server_options(cfg), **executor_options(cfg))
         from sdft.progress import DistillProgress
 
         bar = DistillProgress(len(p.indices), len(done), sum(r["accepted"] for r in done), enabled=progress)
@@ -269,7 +290,8 @@ def distill(cfg: DistillConfig, *, progress: bool = True, backend=None, tokenize
                 prompts = [prompt_of(ex) for ex in todo]
                 seeds = [cfg.seed + ex.index for ex in todo]
                 clean = CLEANERS[cfg.clean]
-                for start, comps, secs in generate_in_chunks(backend, prompts, p.decoding, cfg.chunk_size, seeds):
+                for start, comps, secs in generate_in_chunks(backend, prompts, p.decoding, cfg.chunk_size, seeds,
+                                                             per_row=deterministic):
                     gen_seconds += secs
                     chunk = todo[start:start + len(comps)]
                     cands = [[(c, decide(c.text, ex.output, c.finish_reason, p.checks, clean, cfg.allow_empty,
@@ -280,8 +302,9 @@ def distill(cfg: DistillConfig, *, progress: bool = True, backend=None, tokenize
                         if not retry:
                             break
                         t0 = time.perf_counter()
-                        more = backend.generate([prompts[start + k] for k in retry],
-                                                p.decoding.with_seed(cfg.seed + 1_000_003 * j + chunk[retry[0]].index))
+                        _, more, _ = next(generate_in_chunks(
+                            backend, [prompts[start + k] for k in retry], p.decoding, len(retry),
+                            [cfg.seed + 1_000_003 * j + chunk[k].index for k in retry], per_row=deterministic))
                         gen_seconds += time.perf_counter() - t0
                         for k, c in zip(retry, more):
                             cands[k].append((c, decide(c.text, chunk[k].output, c.finish_reason, p.checks, clean,
@@ -311,6 +334,13 @@ def distill(cfg: DistillConfig, *, progress: bool = True, backend=None, tokenize
     return DistillResult(out, manifest["counts"], manifest)
 
 
+def _rows_file_info(out: Path, scan: RecordScan) -> dict[str, Any]:
+    """What resuming found wrong in rows.jsonl (this session), and how many lines were ever set aside."""
+    q = quarantine_path(out / ROWS)
+    ever = sum(1 for line in q.read_bytes().splitlines() if line.strip()) if q.exists() else 0
+    return {**scan.summary(), "quarantine_file": q.name if ever else None, "quarantined_ever": ever}
+
+
 def _model_info(model: ResolvedModel | None, cfg: DistillConfig) -> dict[str, Any]:
     info: dict[str, Any] = {"seed_model": cfg.model, "teacher": cfg.teacher}
     if model is not None:
@@ -337,7 +367,12 @@ def merge_shards(shards: Sequence[str | Path], out: str | Path, overwrite: bool 
         if m.get("status") != "complete":
             raise ValueError(f"{f}: shard is {m.get('status')}; finish it before merging")
         manifests.append(m)
-        for r in read_records(f / ROWS, repair=False):
+        scan = scan_records(f / ROWS, repair=False)
+        if scan.quarantined:
+            raise ValueError(f"{f}: {len(scan.quarantined)} damaged line(s) in {ROWS} (line "
+                             f"{', '.join(str(n) for n, _ in scan.quarantined[:10])}); re-run that shard's "
+                             "`sdft distill` command to make those rows again, then merge")
+        for r in scan.records:
             if r["index"] in rows:
                 raise ValueError(f"{f}: row {r['index']} is also in another shard (overlapping shards)")
             rows[r["index"]] = r
@@ -345,16 +380,17 @@ def merge_shards(shards: Sequence[str | Path], out: str | Path, overwrite: bool 
         if fp != fps[0]:
             diff = sorted(k for k in set(fp) | set(fps[0]) if fp.get(k) != fps[0].get(k))
             raise ValueError(f"{f}: made with a different config than {folders[0]} (differs in: {', '.join(diff)})")
-    guard_run_folder(out, fps[0], overwrite, [ROWS, MANIFEST, "distilled.json", "original.json", "dataset_info.json"])
-    out.mkdir(parents=True, exist_ok=True)
-    records = [rows[i] for i in sorted(rows)]
-    with RecordWriter(out / ROWS) as w:
-        w.write(records)
-    atomic_write_json(out / CONFIG, {"fingerprint": fps[0], "config": {**manifests[0]["config"], "shard": None},
-                                     "merged_from": [str(f) for f in folders]})
-    export(out, records)
-    manifest = {**manifests[0], "status": "complete", "counts": summarize(records),
-                "shards": [{"folder": str(f), "rows": m["counts"]["rows"], "this_session": m.get("this_session")}
-                           for f, m in zip(folders, manifests)]}
-    atomic_write_json(out / MANIFEST, manifest)
-    return DistillResult(out, manifest["counts"], manifest)
+    with run_lock(out):
+        guard_run_folder(out, fps[0], overwrite, [ROWS, MANIFEST, "distilled.json", "original.json", "dataset_info.json"])
+        out.mkdir(parents=True, exist_ok=True)
+        records = [rows[i] for i in sorted(rows)]
+        with RecordWriter(out / ROWS) as w:
+            w.write(records)
+        atomic_write_json(out / CONFIG, {"fingerprint": fps[0], "config": {**manifests[0]["config"], "shard": None},
+                                         "merged_from": [str(f) for f in folders]})
+        export(out, records)
+        manifest = {**manifests[0], "status": "complete", "counts": summarize(records),
+                    "shards": [{"folder": str(f), "rows": m["counts"]["rows"], "this_session": m.get("this_session")}
+                               for f, m in zip(folders, manifests)]}
+        atomic_write_json(out / MANIFEST, manifest)
+        return DistillResult(out, manifest["counts"], manifest)

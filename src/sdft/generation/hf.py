@@ -14,8 +14,12 @@ class HFBackend:
 
     def __init__(self, model_dir: str, *, adapter: str | None = None, batch_size: int = 8, dtype: str = "auto",
                  device: str | None = None, trust_remote_code: bool = False, model=None, tokenizer=None,
-                 threads: int | None = None, **_):
+                 threads: int | None = None, deterministic: bool = False, **_):
         import torch
+
+        if deterministic:  # one row per forward pass: no padding or batch shape changes a row's arithmetic
+            batch_size = 1
+        self.deterministic = deterministic
 
         if threads:
             torch.set_num_threads(threads)
@@ -92,8 +96,6 @@ class HFBackend:
         self.stats["seconds"] += time.perf_counter() - t0
         return out  # type: ignore[return-value]
 
-    def close(self) -> None:
-        self.model = None
     def next_token_logprobs(self, prompts: Sequence[str], candidates: Sequence[str]) -> list[dict[str, float]]:
         """Log-probability of each candidate's first token after each prompt: one forward pass per batch
         (left-padded, with the attention mask and positions counted from each row's first real token),
@@ -121,3 +123,5 @@ class HFBackend:
                 out[i] = {c: float(lp[row, t]) for c, t in zip(candidates, cand)}
         return out
 
+    def close(self) -> None:
+        self.model = None

@@ -93,8 +93,12 @@ class LlamaCppBackend:
 
     def __init__(self, gguf: str | Path, *, adapter: str | None = None, parallel: int = 8, n_ctx: int | None = None,
                  threads: int | None = None, flash_attn: bool = False, cache_prompt: bool = False, verbosity: int = 1,
-                 **_):
+                 deterministic: bool = False, **_):
         import xllamacpp
+
+        if deterministic:  # one slot: no batch shape depends on what other requests are doing (bit-exact)
+            parallel, flash_attn, cache_prompt = 1, False, False
+        self.deterministic = deterministic
 
         gguf = Path(gguf)
         if not gguf.is_file():
@@ -182,10 +186,6 @@ class LlamaCppBackend:
         self.stats["prompt_tokens"] += sum(c.prompt_tokens for c in out)
         return out
 
-    def close(self) -> None:
-        self.server = None  # the destructor stops the server loop and frees the model
-
-
     def next_token_logprobs(self, prompts: Sequence[str], candidates: Sequence[str]) -> list[dict[str, float]]:
         """Log-probability of each candidate's first token after each prompt: a one-token completion with
         ``n_probs`` (llama.cpp's ``top_logprobs``, computed from the raw logits over the whole vocabulary, not
@@ -223,6 +223,10 @@ class LlamaCppBackend:
             except (KeyError, IndexError, TypeError, ValueError, OSError):
                 self._vocab = 1 << 18  # the server caps n_probs at the vocabulary size
         return self._vocab
+
+    def close(self) -> None:
+        self.server = None  # the destructor stops the server loop and frees the model
+
 
 def usable_cpus() -> int:
     """The CPUs this process may run on (``taskset``/cgroup affinity), not all of the machine's."""
