@@ -18,11 +18,12 @@ from sdft.config import EvalConfig, fingerprint, server_options, to_dict
 from sdft.evaluation.benchmarks import EvalTask
 from sdft.evaluation.task_data import load_samples, parse_task_data
 from sdft.evaluation.task_file import data_fingerprint, resolve_tasks
-from sdft.generation import DECODING_PRESETS, GenerationParams, generate_in_chunks, make_backend, pick_backend
+from sdft.generation import (DECODING_PRESETS, GenerationParams, executor_options, generate_in_chunks, make_backend,
+                             pick_backend)
 from sdft.models import load_tokenizer, resolve_model
 from sdft.evaluation.scoring import default_workers, score_samples, write_results
 from sdft.evaluation.tables import results_markdown
-from sdft.store import RecordWriter, atomic_write_json, atomic_write_text, guard_run_folder, read_records
+from sdft.store import RecordWriter, atomic_write_json, atomic_write_text, guard_run_folder, read_records, run_lock
 from sdft.templates import default_prompt_format
 
 GENERATIONS = "generations.jsonl"
@@ -37,7 +38,10 @@ def decoding_for(cfg: EvalConfig, task: EvalTask) -> GenerationParams:
 
 
 def evaluate(cfg: EvalConfig, *, progress: bool = True, backend=None, tokenizer=None,
-             log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+             log: Callable[[str], None] = print, deterministic: bool | None = None) -> list[dict[str, Any]]:
+    """Evaluate ``cfg.model`` (+ adapter) on ``cfg.tasks``. Bad input fails before the output folder exists, which
+    :func:`~sdft.store.run_lock` then holds for the whole run. ``deterministic`` (default: the config's, else off):
+    bit-reproducible generation (see docs/reproducibility.md)."""
     tasks = resolve_tasks(cfg.tasks, cfg.task_files, cfg.task_data)  # bad names/task files fail before any model
     stray = sorted(set(cfg.task_limits) - set(cfg.tasks))
     if stray:
@@ -47,6 +51,15 @@ def evaluate(cfg: EvalConfig, *, progress: bool = True, backend=None, tokenizer=
         raise ValueError(f"{', '.join(judged)} is scored pairwise by a judge model: pass --judge MODEL (an embedded "
                          f"alias such as 'default', a .gguf file or an HF folder; check it first with "
                          f"`sdft judge-check --judge MODEL`)")
+    if deterministic is None:
+        deterministic = bool(getattr(cfg, "deterministic", False))
+    with run_lock(cfg.out):
+        return _evaluate(cfg, tasks, progress=progress, backend=backend, tokenizer=tokenizer, log=log,
+                         deterministic=deterministic)
+
+
+def _evaluate(cfg: EvalConfig, tasks: list[EvalTask], *, progress: bool, backend, tokenizer,
+              log: Callable[[str], None], deterministic: bool) -> list[dict[str, Any]]:
     judge = None
     out = Path(cfg.out)
     model = None
@@ -72,7 +85,7 @@ def evaluate(cfg: EvalConfig, *, progress: bool = True, backend=None, tokenizer=
             if limit is not None:
                 samples = samples[:int(limit)]
             tdir = out / task.name
-            done = {r["index"]: r for r in read_records(tdir / GENERATIONS)}
+            done = {r["index"]: r for r in read_records(tdir / GENERATIONS, warn=lambda w: log(f"warning: {w}"))}
             todo = [s for s in samples if s.index not in done]
             params = decoding_for(cfg, task)
             t0 = time.perf_counter()
@@ -80,7 +93,8 @@ def evaluate(cfg: EvalConfig, *, progress: bool = True, backend=None, tokenizer=
                 if backend is None:
                     backend = make_backend(backend_name, model, adapter=cfg.adapter, batch_size=cfg.batch_size,
                                            tokenizer=tokenizer, trust_remote_code=cfg.trust_remote_code,
-                                           threads=cfg.threads, **server_options(cfg))
+                                           threads=cfg.threads, deterministic=deterministic,
+                                           **server_options(cfg), **executor_options(cfg))
                 prompts = [task.prompt(s, prompt_format=fmt, tokenizer=tokenizer, layout=cfg.layout) for s in todo]
                 from sdft.progress import simple_progress
 
@@ -95,7 +109,8 @@ def evaluate(cfg: EvalConfig, *, progress: bool = True, backend=None, tokenizer=
                         advance(len(recs))
             gen_seconds = time.perf_counter() - t0
             info = dict(model=cfg.model, adapter=cfg.adapter, backend=backend_name, prompt_format=fmt,
-                        layout=cfg.layout, decoding=params.to_dict(), generation_seconds=round(gen_seconds, 2))
+                        layout=cfg.layout, decoding=params.to_dict(), generation_seconds=round(gen_seconds, 2),
+                        deterministic=deterministic)
             if getattr(task, "aggregate", None):
                 if judge is None:
                     from sdft.evaluation.judge_logprob import make_mode_judge
