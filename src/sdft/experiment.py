@@ -291,10 +291,65 @@ def run_stage(stage: Stage, root: Path, by_key: dict[str, Stage], log: Callable[
     STAGE_RUNNERS[stage.kind](stage, stage.folder(root), by_key, root, log, progress)
 
 
+def check_inputs(cfg: ExperimentConfig, stages: list[Stage]) -> None:
+    """Everything a stage would fail on at its start, checked for all stages before any runs (also for a dry run),
+    without loading a model: each training set's data (file, HF folder or dataset name), task, template, columns
+    and checks; each training method/preset; each eval task; every model (seed, teacher, judge). Raises
+    :class:`ConfigError` naming the dataset entry or the key."""
+    from sdft.distillation.distill import plan as distill_plan
+    from sdft.evaluation.benchmarks import get_eval_task
+    from sdft.models import ModelError, check_model
+    from sdft.templates import get_template
+    from sdft.training.common import resolve_config
+
+    index = {d["name"]: i for i, d in enumerate(cfg.datasets)}
+    where = f"experiment '{cfg.name}'"
+
+    def entry(st: Stage) -> str:
+        name = st.meta.get("dataset")
+        return f"[datasets][{index[name]}] ({name})" if name in index else "data"
+
+    models: set[tuple[str, str]] = set()
+
+    def model(spec: str | None, key: str) -> None:
+        if spec and (spec, key) not in models:
+            models.add((spec, key))
+            try:
+                check_model(spec, cfg.cache_dir)
+            except ModelError as e:
+                raise ConfigError(f"{where}: {key}: {e}") from None
+
+    model(cfg.model, "model")
+    for st in stages:
+        c = st.config
+        try:
+            if st.kind == "distill":
+                distill_plan(c)
+                model(c.teacher, f"{entry(st)} [distill] teacher")
+                continue
+            if st.kind == "train":
+                resolve_config(c)
+                if c.template:
+                    get_template(c.template)
+                continue
+            if st.kind == "eval":
+                for t in c.tasks:
+                    get_eval_task(t)
+                model(c.judge, "[eval] judge")
+        except (ValueError, FileNotFoundError) as e:  # DataError, TemplateError, TrainError are ValueErrors
+            ctx = entry(st) if st.kind == "distill" else f"[{st.kind}] ({st.label})"
+            raise ConfigError(f"{where}: {ctx}: {e}") from None
+
+
 def run_experiment(cfg: ExperimentConfig, *, dry_run: bool = False, progress: bool = True,
                    log: Callable[[str], None] = print) -> Path:
+    """Plan, check every input (:func:`check_inputs`), then run the pending stages in order and write the report.
+    The experiment folder is held by :func:`~sdft.store.run_lock` (each stage also locks its own folder)."""
+    from sdft.store import run_lock
+
     root = Path(cfg.out)
     stages = plan(cfg)
+    check_inputs(cfg, stages)  # a bad path or name fails now, not hours later in the stage that needs it
     by_key = {s.key: s for s in stages}
     for i, st in enumerate(stages, 1):
         log(f"[{i}/{len(stages)}] {st.kind:7s} {st.label:45s} {'cached' if st.done(root) else 'pending'}  "
@@ -304,15 +359,15 @@ def run_experiment(cfg: ExperimentConfig, *, dry_run: bool = False, progress: bo
     executor = make_executor(cfg.executor, f"experiment '{cfg.name}' [executor]")  # a bad key fails a dry run too
     if dry_run:
         return root
-    root.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(root / "experiment.json", {"config": to_dict(cfg), "stages": [
-        {"kind": s.kind, "key": s.key, "label": s.label, "deps": s.deps, "meta": s.meta,
-         "folder": str(s.folder(root))} for s in stages]})
-    t_all = time.perf_counter()
-    ran, cached = executor.run(stages, root, run_stage, by_key=by_key, log=log, progress=progress)
-    from sdft.report import write_report
+    with run_lock(root):
+        atomic_write_json(root / "experiment.json", {"config": to_dict(cfg), "stages": [
+            {"kind": s.kind, "key": s.key, "label": s.label, "deps": s.deps, "meta": s.meta,
+             "folder": str(s.folder(root))} for s in stages]})
+        t_all = time.perf_counter()
+        ran, cached = executor.run(stages, root, run_stage, by_key=by_key, log=log, progress=progress)
+        from sdft.report import write_report
 
-    report = write_report(root)
+        report = write_report(root)
     log(f"{ran} stage(s) ran, {cached} cached, {time.perf_counter() - t_all:.0f}s. Report: {report}")
     return report
 

@@ -166,6 +166,17 @@ def resolve_model(spec: str, cache_dir: str | Path | None = None, prepare: bool 
     raise ModelError(f"--model {spec}: not an embedded model ({known}), a .gguf file, or a model folder")
 
 
+def check_model(spec: str, cache_dir: str | Path | None = None) -> ResolvedModel:
+    """That ``spec`` can be used, found without loading or converting anything (an experiment's start, a dry run):
+    an HF folder with a config.json, an existing .gguf file, or an embedded alias that is either in the cache or
+    whose package is installed. Raises :class:`ModelError` saying what is missing."""
+    m = resolve_model(spec, cache_dir, prepare=False)
+    name = canonical_name(spec)
+    if name in EMBEDDED and not (m.hf_dir.is_dir() and m.gguf is not None and m.gguf.is_file()):
+        _package_files(EMBEDDED[name])
+    return m
+
+
 def load_tokenizer(model: ResolvedModel, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
