@@ -164,3 +164,16 @@ def test_overwrite_removes_only_an_sdft_runs_files(tmp_path):
     (run / "mine.txt").write_text("kept\n")
     guard_run_folder(run, {"a": 2}, overwrite=True, outputs=["rows.jsonl"])
     assert sorted(f.name for f in run.iterdir()) == ["mine.txt"]
+
+
+def test_a_filesystem_without_locks_runs_with_a_warning(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    with pytest.warns(UserWarning, match="cannot lock files"):
+        with run_lock(tmp_path / "nfs"):
+            pass

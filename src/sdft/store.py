@@ -265,6 +265,15 @@ def run_lock(out: str | Path, command: str | None = None) -> Iterator[Path]:
             os.close(fd)
             raise RunLocked(f"{out}: in use by another sdft run ({_holder(path)}); two processes must never write "
                             "one run folder: wait for it to finish, stop it, or choose another --out") from None
+        except OSError as e:  # a filesystem without flock (some network mounts): run, but say it is unguarded
+            import errno
+            import warnings
+
+            if e.errno not in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                os.close(fd)
+                raise
+            warnings.warn(f"{out}: this filesystem cannot lock files ({e.strerror}); nothing stops a second "
+                          "process from writing this run folder at the same time", stacklevel=3)
         try:  # the file may have been removed (and the folder with it) between open and flock: take it again
             same = os.fstat(fd).st_ino == os.stat(path).st_ino
         except FileNotFoundError:
