@@ -159,3 +159,12 @@ def test_frames_self_and_retention_run_into_the_report(tmp_path, tiny_model_dir)
     assert m["frame"] == "self" and m["train_template"] == "plain"
     seed_ret = next(s for s in st if s.kind == "retention" and s.meta["arm"] == "seed").folder(Path(cfg.out))
     assert len((seed_ret / "advbench-direct" / "answers.jsonl").read_text().splitlines()) == 2
+
+
+def test_retention_run_only_options_keep_the_keys(tmp_path, tiny_model_dir):
+    a = plan(load_experiment(write_cfg(tmp_path, tiny_model_dir, retention={"tasks": ["advbench"]})))
+    b = plan(load_experiment(write_cfg(tmp_path, tiny_model_dir, retention={"tasks": ["advbench"], "batch_size": 2})))
+    c = plan(load_experiment(write_cfg(tmp_path, tiny_model_dir, retention={"tasks": ["advbench"], "max_tokens": 9})))
+    keys = lambda st: [s.key for s in st if s.kind == "retention"]  # noqa: E731
+    assert keys(a) == keys(b) and not set(keys(a)) & set(keys(c))
+    assert next(s for s in b if s.kind == "retention").config.batch_size == 2

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sdft.config import ConfigError
+from sdft.config import ConfigError, hashable
 from sdft.stages import Stage, stage_hash
 
 RETENTION_KEYS = {"tasks", "task", "max_tokens", "limit", "task_limits", "batch_size"}
@@ -44,13 +44,13 @@ def retention_stages(cfg: Any, stages: list[Stage], root: Path) -> list[Stage]:
     if cfg.retention is None or not trains:
         return []
     r = retention_settings(cfg)
-    gen = {k: cfg.eval[k] for k in ("backend", "prompt_format", "layout") if k in cfg.eval}
-    hashed = {**{k: v for k, v in r.items() if k != "batch_size"}, **gen, "model": cfg.model}
-    run_only = {"batch_size": r["batch_size"], "threads": cfg.eval.get("threads"), "cache_dir": cfg.cache_dir}
+    gen = {k: cfg.eval[k] for k in ("backend", "prompt_format", "layout", "threads") if k in cfg.eval}
+    values = {**r, **gen, "model": cfg.model, "cache_dir": cfg.cache_dir}
+    hashed = hashable(RetentionConfig, values)  # run-only options (batch size, threads, cache) left out
 
     def stage(key: str, label: str, deps: list[str], meta: dict, **paths: Any) -> Stage:
         st = Stage("retention", key, label, None, deps, meta)
-        st.config = RetentionConfig(out=str(st.folder(root)), **{**hashed, **run_only, **gen, **paths})
+        st.config = RetentionConfig(out=str(st.folder(root)), **values, **paths)
         return st
 
     seed = stage(stage_hash({"retention": hashed}), "retention seed model", [], {"arm": "seed"})

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from sdft.config import opt
 from sdft.store import RecordWriter, atomic_write_json, read_json, read_records
 
 ANSWERS, RESULT = "answers.jsonl", "retention.json"
@@ -30,22 +31,24 @@ ANSWERS, RESULT = "answers.jsonl", "retention.json"
 
 @dataclass(frozen=True)
 class RetentionConfig:
-    out: str
-    model: str = "default"  # the seed model (answers are its own; NLL is computed under it + ``adapter``)
-    adapter: str | None = None  # a `sdft train` folder (LoRA adapter or full model); None: the seed model itself
-    answers: str | None = None  # a folder with the seed's answers per task; None: generate them into ``out``
-    tasks: tuple[str, ...] = ("advbench-direct",)
-    max_tokens: int = 64  # K: the first K tokens of each answer are scored (and generated)
-    limit: int | None = None  # the first N prompts of each task
-    task_limits: dict = field(default_factory=dict)
-    backend: str = "auto"  # generation of the seed's answers (as `sdft eval`)
-    prompt_format: str = "auto"
-    layout: str = "standard"
-    batch_size: int = 8
-    chunk_size: int = 16
-    threads: int | None = None
-    cache_dir: str | None = None
-    trust_remote_code: bool = False
+    """The retention measure of one model (the seed model, or the seed model + an adapter)."""
+
+    out: str = opt(help="output folder (answers.jsonl per task for the seed model, retention.json)", run_only=True)
+    model: str = opt("default", "the seed model: its own answers are scored under it + `adapter`")
+    adapter: str | None = opt(None, "a `sdft train` folder (LoRA adapter or full model); None: the seed model itself")
+    answers: str | None = opt(None, "a folder with the seed's answers per task; None: generate them into `out`")
+    tasks: tuple[str, ...] = opt(("advbench-direct",), "evaluation tasks whose prompts are used")
+    max_tokens: int = opt(64, "K: the first K tokens of each answer are generated and scored", min=1)
+    limit: int | None = opt(None, "the first N prompts of each task", min=1)
+    task_limits: dict = opt(help="per-task override of `limit`", factory=dict)
+    backend: str = opt("auto", "generation backend of the seed's answers (as `sdft eval`)")
+    prompt_format: str = opt("auto", "auto | chat | raw (as `sdft eval`)")
+    layout: str = opt("standard", "raw prompt format only: standard | release")
+    batch_size: int = opt(8, "prompts per generate call and per NLL forward pass", run_only=True, min=1)
+    chunk_size: int = opt(16, "answers per durable write", run_only=True, min=1)
+    threads: int | None = opt(None, "CPU threads for generation", run_only=True)
+    cache_dir: str | None = opt(None, "model cache folder", run_only=True)
+    trust_remote_code: bool = opt(False, "allow model code from the model folder")
 
 
 def seed_answers(cfg: RetentionConfig, *, backend=None, tokenizer=None, log: Callable[[str], None] = print) -> Path:
