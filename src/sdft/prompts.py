@@ -21,6 +21,7 @@ gap`` scores targets under it, and the distillation frames ``train`` and ``self`
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping
 
 from sdft.templates import Template, Turn, render
@@ -91,3 +92,17 @@ def encode(prompt: str, target: str, tokenizer: Any, *, eos: bool = True,
     p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     t_ids = tokenizer(target + (tokenizer.eos_token if eos else ""), add_special_tokens=False)["input_ids"]
     return p_ids, t_ids if max_target_tokens is None else t_ids[:max_target_tokens]
+
+
+def recorded_train_template(data: str | Path) -> str | None:
+    """The training template a `sdft distill` folder's rewrites were framed for (its ``train_template``), if any:
+    training and gap default to it, so a train-frame distillation trains in the frame it was sampled in."""
+    import json
+
+    cfg = Path(data).expanduser() / "config.json"
+    if not cfg.is_file():
+        return None
+    try:
+        return (json.loads(cfg.read_text(encoding="utf-8")).get("config") or {}).get("train_template")
+    except (OSError, ValueError, AttributeError):
+        return None

@@ -120,3 +120,18 @@ def test_self_frame_keeps_the_seeds_answer_where_the_check_passes(tmp_path, tiny
     for f, p in zip(feats, prompts):
         n = f["completion_mask"].index(1)
         assert f["input_ids"][:n] == tokenizer(p, add_special_tokens=False)["input_ids"]
+
+
+def test_training_defaults_to_the_template_a_train_frame_was_sampled_for(tmp_path, tokenizer, tiny_model_dir):
+    from sdft.config import TrainConfig
+    from sdft.training.common import prepare_run
+
+    out = tmp_path / "d"
+    distill(DistillConfig(data=str(data_file(tmp_path)), out=str(out), task="alpaca", frame="train",
+                          train_template="plain"), backend=Scripted([("Blue.", "stop")]), tokenizer=tokenizer,
+            progress=False)
+    run = prepare_run(TrainConfig(data=str(out), out=str(tmp_path / "t"), model=str(tiny_model_dir)), log=lambda m: 0)
+    assert run.template.name == "plain"
+    run = prepare_run(TrainConfig(data=str(out), out=str(tmp_path / "t"), model=str(tiny_model_dir),
+                                  template="alpaca"), log=lambda m: 0)
+    assert run.template.name == "alpaca"  # an explicit template wins

@@ -15,6 +15,7 @@ from sdft.data import Example, file_sha256, load_examples, resolve_source
 from sdft.store import atomic_write_json, atomic_write_text, read_json, scan_records
 from sdft.distillation.tasks import get_task
 from sdft.templates import default_prompt_format, get_template
+from sdft.prompts import recorded_train_template
 
 LONG_TASKS = {"gsm8k", "openfunctions"}  # the paper trains these for 5 epochs, the others for 2
 
@@ -206,7 +207,7 @@ def prepare_run(cfg: TrainConfig, log: Callable[[str], None] = print) -> RunInpu
     check_out(out, cfg)
     rows, task_name, data_path = load_rows(cfg)
     task = get_task(task_name)
-    template = get_template(cfg.template or task.train_template)
+    template = get_template(cfg.template or recorded_train_template(cfg.data) or task.train_template)  # frame's own
     model_ref = resolve_model(cfg.model, cfg.cache_dir, log=log)
     tokenizer = load_tokenizer(model_ref, cfg.trust_remote_code)
     fmt = default_prompt_format(tokenizer) if cfg.prompt_format == "auto" else cfg.prompt_format
