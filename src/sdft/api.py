@@ -125,16 +125,36 @@ def load_experiment(config: str | Path, **overrides: Any):
 
 
 def run_experiment(config: Any, *, dry_run: bool = False, progress: bool = False, log: Log = print,
-                   **overrides: Any) -> Path:
+                   executor: str | None = None, ray_address: str | None = None, estimate: bool = False,
+                   gpus: int = 1, throughput: str | dict | None = None, **overrides: Any) -> Path:
     """Run a whole comparison as cached stages and write its report (``sdft experiment``); returns the report's
-    path (the output folder with ``dry_run``). ``config``: an ``ExperimentConfig`` or its YAML path."""
+    path (the output folder with ``dry_run``). ``config``: an ``ExperimentConfig`` or its YAML path.
+    ``executor`` (local | ray | slurm) and ``ray_address`` override the config's ``executor:`` section;
+    ``estimate``: a dry run that also logs the cost plan on ``gpus`` GPUs (:func:`estimate_cost`)."""
     from sdft.experiment import ExperimentConfig, run_experiment as run
 
     if isinstance(config, ExperimentConfig):
         cfg = replace(config, **{k: v for k, v in overrides.items() if v is not None})
     else:
         cfg = load_experiment(config, **overrides)
-    return run(cfg, dry_run=dry_run, progress=progress, log=log)
+    where = {k: v for k, v in (("kind", executor), ("address", ray_address)) if v is not None}
+    if where:
+        cfg = replace(cfg, executor={**cfg.executor, **where})
+    out = run(cfg, dry_run=dry_run or estimate, progress=progress, log=log)
+    if estimate:
+        log(estimate_cost(cfg, gpus=gpus, throughput=throughput).markdown())
+    return out
+
+
+def estimate_cost(config: Any, *, gpus: int = 1, throughput: str | dict | None = None, **overrides: Any):
+    """The cost plan of an experiment (``sdft experiment --dry-run --estimate``): per stage the tokens to generate
+    and to train on, wall time and GPU-hours on ``gpus`` GPUs; ``throughput`` e.g. ``"gen=2500,train=3000"``
+    (tokens/s per GPU; default: the shipped table). Returns a :class:`sdft.estimate.CostPlan`."""
+    from sdft.estimate import estimate_plan
+    from sdft.experiment import ExperimentConfig
+
+    cfg = config if isinstance(config, ExperimentConfig) else load_experiment(config, **overrides)
+    return estimate_plan(cfg, gpus=gpus, throughput=throughput)
 
 
 def report(run: str | Path) -> Path:

@@ -242,14 +242,26 @@ def experiment(
     dry_run: bool = typer.Option(False, "--dry-run/--no-dry-run",
                                  help="check every input, print the plan with cached/pending per stage, run nothing"),
     out: Optional[str] = typer.Option(None, help="override the experiment's output folder"),
+    executor: Optional[str] = typer.Option(None, help="where stages run: local (default) | ray (a task per stage, "
+                                           "independent ones in parallel) | slurm (a submitit job per stage)"),
+    ray_address: Optional[str] = typer.Option(None, help="--executor ray: join this cluster (auto, "
+                                              "ray://head:10001); default: start a local one"),
+    estimate: bool = typer.Option(False, "--estimate", help="with --dry-run: tokens to generate and train on, "
+                                  "GPU-hours and wall time per stage (docs/scaling-cost.md)"),
+    gpus: int = typer.Option(1, min=1, help="--estimate: GPUs the stages are spread over"),
+    throughput: Optional[str] = typer.Option(None, help="--estimate: tokens/s per GPU, gen=N,train=N, or a profile "
+                                             "(gpu-reference, the default; cpu; cpu-qwen0.5b)"),
     progress: bool = PROGRESS,
 ) -> None:
     """Run a whole comparison (seed vs vanilla vs SDFT, sweeps) as cached stages, then write the report."""
     from sdft import api
 
     def go():
-        report = api.run_experiment(config, dry_run=dry_run, progress=progress, log=_log, out=out)
-        if not dry_run:
+        report = api.run_experiment(config, dry_run=dry_run or estimate, progress=progress, log=_log, out=out,
+                                    executor=executor, ray_address=ray_address)
+        if estimate:
+            print(api.estimate_cost(config, gpus=gpus, throughput=throughput, out=out).markdown())
+        elif not dry_run:
             print(f"report: {report}")
 
     _run(go)

@@ -15,6 +15,7 @@ import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
+from sdft.scale_options import ScaleOptions  # executor, ray_address, concurrency (run-only)
 
 T = TypeVar("T")
 
@@ -237,7 +238,7 @@ def server_options(cfg: Any) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class DistillConfig:
+class DistillConfig(ScaleOptions):
     """``sdft distill``: the seed model rewrites every response; rewrites that pass the task check are kept."""
 
     data: str = opt(help="JSON/JSONL/CSV file, HF save_to_disk folder, or a shipped dataset name")
@@ -351,7 +352,7 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(ScaleOptions):
     """``sdft eval``: generate answers to benchmark prompts and score them with the paper's rules."""
 
     out: str = opt(help="output folder (resumable)", run_only=True)

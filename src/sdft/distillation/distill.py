@@ -22,7 +22,8 @@ from sdft.distillation.checks import CHECKS, CLEANERS, Check, banned_phrases, fi
 from sdft.config import DistillConfig, server_options, to_dict
 from sdft.config import fingerprint as config_fingerprint
 from sdft.data import Example, Source, file_sha256, load_examples, resolve_source, select_indices
-from sdft.generation import DECODING_PRESETS, GenerationParams, generate_in_chunks, make_backend, pick_backend
+from sdft.generation import (DECODING_PRESETS, GenerationParams, executor_options, generate_in_chunks, make_backend,
+                             pick_backend)
 from sdft.models import ResolvedModel, load_tokenizer, resolve_model
 from sdft.store import (RecordScan, RecordWriter, RunConflict, atomic_write_json, guard_run_folder, quarantine_path,
                         read_json, read_records, run_lock, scan_records)
@@ -279,7 +280,7 @@ def _distill(cfg: DistillConfig, p: Plan, *, progress: bool, backend, tokenizer,
             assert gen_model is not None
             backend = make_backend(pick_backend(cfg.backend, gen_model), gen_model, batch_size=cfg.batch_size, tokenizer=tokenizer,
                                    trust_remote_code=cfg.trust_remote_code, threads=cfg.threads,
-                                   deterministic=deterministic, **server_options(cfg))
+                                   deterministic=deterministic, **server_options(cfg), **executor_options(cfg))
         from sdft.progress import DistillProgress
 
         bar = DistillProgress(len(p.indices), len(done), sum(r["accepted"] for r in done), enabled=progress)

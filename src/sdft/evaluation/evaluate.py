@@ -18,7 +18,8 @@ from sdft.config import EvalConfig, fingerprint, server_options, to_dict
 from sdft.evaluation.benchmarks import EvalTask
 from sdft.evaluation.task_data import load_samples, parse_task_data
 from sdft.evaluation.task_file import data_fingerprint, resolve_tasks
-from sdft.generation import DECODING_PRESETS, GenerationParams, generate_in_chunks, make_backend, pick_backend
+from sdft.generation import (DECODING_PRESETS, GenerationParams, executor_options, generate_in_chunks, make_backend,
+                             pick_backend)
 from sdft.models import load_tokenizer, resolve_model
 from sdft.evaluation.scoring import default_workers, score_samples, write_results
 from sdft.evaluation.tables import results_markdown
@@ -93,7 +94,7 @@ def _evaluate(cfg: EvalConfig, tasks: list[EvalTask], *, progress: bool, backend
                     backend = make_backend(backend_name, model, adapter=cfg.adapter, batch_size=cfg.batch_size,
                                            tokenizer=tokenizer, trust_remote_code=cfg.trust_remote_code,
                                            threads=cfg.threads, deterministic=deterministic,
-                                           **server_options(cfg))
+                                           **server_options(cfg), **executor_options(cfg))
                 prompts = [task.prompt(s, prompt_format=fmt, tokenizer=tokenizer, layout=cfg.layout) for s in todo]
                 from sdft.progress import simple_progress
 

@@ -26,13 +26,38 @@ def backend_class(name: str):
         raise ValueError(f"backend '{name}' is not usable here: {e}") from None
 
 
-def make_backend(name: str, model: Any, **kwargs: Any) -> Backend:
-    """Build a backend for a :class:`sdft.models.ResolvedModel`."""
+def make_backend(name: str, model: Any, *, executor: str = "local", ray_address: str | None = None,
+                 concurrency: int | None = None, **kwargs: Any) -> Backend:
+    """Build a backend for a :class:`sdft.models.ResolvedModel`. ``executor="ray"``: the same backend spread over
+    a Ray cluster as a Ray Data pipeline (:class:`sdft.generation.ray_data.RayDataBackend`; each actor builds its
+    own backend with this function, loading its own tokenizer)."""
+    if executor == "ray":
+        from functools import partial
+
+        from sdft.generation.ray_data import RayDataBackend
+
+        tokenizer = kwargs.pop("tokenizer", None)
+        return RayDataBackend(partial(make_backend, name, model, **kwargs), inner=name, model_dir=str(model.hf_dir),
+                              adapter=kwargs.get("adapter"), tokenizer=tokenizer, address=ray_address,
+                              concurrency=concurrency, threads=kwargs.get("threads"),
+                              trust_remote_code=bool(kwargs.get("trust_remote_code")))
     return backend_class(name).from_model(model, **kwargs)
 
 
+def executor_options(cfg: Any) -> dict[str, Any]:
+    """The ``make_backend`` keyword arguments of a config's run-only ``executor``/``ray_address``/``concurrency``
+    options (absent ones: local)."""
+    opts = {k: getattr(cfg, k, None) for k in ("executor", "ray_address", "concurrency")}
+    opts["executor"] = opts["executor"] or "local"
+    if opts["executor"] == "ray" and getattr(cfg, "num_candidates", 1) > 1:
+        raise ValueError("--executor ray does not do best-of-n (--num-candidates > 1): its retries would wait on "
+                         "the running pipeline's workers; use the local executor, or --shard and `sdft merge`")
+    return opts
+
+
 __all__ = ["AUTHORS_SAMPLING", "BACKENDS", "Backend", "Completion", "DECODING_PRESETS", "GREEDY",
-           "GenerationParams", "backend_class", "generate_in_chunks", "make_backend", "pick_backend"]
+           "GenerationParams", "backend_class", "executor_options", "generate_in_chunks", "make_backend",
+           "pick_backend"]
 
 
 def generate_in_chunks(backend: Backend, prompts: list[str], params: GenerationParams, chunk_size: int,
@@ -45,6 +70,9 @@ def generate_in_chunks(backend: Backend, prompts: list[str], params: GenerationP
     run had left (a chunk's sampling stream is otherwise shared by its rows)."""
     import time
 
+    if getattr(type(backend), "generate_chunks", None):  # spreads chunks over workers and yields them as they
+        yield from backend.generate_chunks(prompts, params, chunk_size, seeds, per_row)  # finish (ray_data)
+        return
     for start in range(0, len(prompts), chunk_size):
         t0 = time.perf_counter()
         chunk = prompts[start:start + chunk_size]
