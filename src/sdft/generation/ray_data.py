@@ -192,9 +192,10 @@ class RayDataBackend:
         return rows
 
     def _vllm(self, ray: Any, jobs: list[dict], params: GenerationParams) -> Iterator[tuple[int, list]]:
-        from ray.data.llm import build_processor
+        import ray.data.llm as llm
 
-        processor = build_processor(self.processor_config(), postprocess=_vllm_out)
+        build = getattr(llm, "build_processor", None) or llm.build_llm_processor  # the name before Ray 2.5x
+        processor = build(self.processor_config(), postprocess=_vllm_out)
         want = {job["start"]: len(job["prompts"]) for job in jobs}
         got: dict[int, dict[int, Completion]] = {s: {} for s in want}
         eos = self._eos_ids()
