@@ -63,14 +63,16 @@ def evaluate(config: EvalConfig | str | Path | None = None, *, progress: bool = 
 
 
 def score(task: str, predictions: str | Path, out: str | Path, data: str | Path | None = None, *,
-          task_data: Sequence[str] = (), task_files: Sequence[str | Path] = (), id_column: str | None = None) -> dict:
+          task_data: Sequence[str] = (), task_files: Sequence[str | Path] = (), id_column: str | None = None,
+          sandbox: str | None = None) -> dict:
     """Score another system's outputs with the same scorers (``sdft score``); ``task_data`` entries
     ``TASK=PATH[:COLUMNS]`` and ``task_files`` (YAML task definitions) as in ``sdft eval``, ``id_column`` to key
-    predictions by a data column."""
+    predictions by a data column, ``sandbox`` how HumanEval programs run: ``"bwrap"`` | ``"guard"`` (``None``:
+    the sandbox's default, bwrap)."""
     from sdft.evaluation.scoring import score_predictions
 
     return score_predictions(task, predictions, out, data, task_data=tuple(task_data), task_files=tuple(task_files),
-                             id_column=id_column)
+                             id_column=id_column, sandbox=sandbox)
 
 
 def judge_check(judge: str, out: str | Path, *, n: int = 20, mode: str = "both", backend: str = "auto",

@@ -131,13 +131,16 @@ def score(
     task_file: List[Path] = typer.Option([], help="a YAML file defining your own task (name it with --task)"),
     id_column: Optional[str] = typer.Option(None, help="key predictions by this column of the data (the "
                                                        "prediction holds the same key, or 'id') instead of index"),
+    sandbox: str = typer.Option("bwrap", help="how HumanEval programs run: bwrap (default) | guard (weaker, by "
+                                              "name)"),
 ) -> None:
     """Score outputs made by any other system with the same scorers as `sdft eval`."""
     from sdft import api
     from sdft.evaluation.tables import results_markdown
 
     print(results_markdown([_run(lambda: api.score(task, predictions, out, data, task_data=task_data,
-                                                   task_files=task_file, id_column=id_column))]))
+                                                   task_files=task_file, id_column=id_column,
+                                                   sandbox=sandbox))]))
 
 
 @app.command()

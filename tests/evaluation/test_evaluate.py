@@ -125,3 +125,20 @@ def test_task_limits_and_direct_advbench(tmp_path, tokenizer):
     with pytest.raises(ValueError, match="not evaluated here: gsm8k"):
         evaluate(EvalConfig(out=str(tmp_path / "x"), tasks=("advbench",), task_limits={"gsm8k": 1}), backend=be,
                  tokenizer=tokenizer, progress=False, log=lambda m: None)
+
+
+@pytest.mark.parametrize("mode", ["guard", "bwrap"])
+def test_humaneval_eval_records_the_sandbox_mode(tmp_path, tokenizer, mode):
+    from sdft.evaluation.sandbox import bwrap_status
+
+    if mode == "bwrap" and not bwrap_status()[0]:
+        pytest.skip(f"bwrap sandbox unavailable here: {bwrap_status()[1]}")
+    samples = get_eval_task("humaneval").load()[:2]
+    be = Echo(lambda p: "\n" + next(s.gold for s in samples if s.meta["prompt"].rstrip() in p))
+    cfg = EvalConfig(out=str(tmp_path / "ev"), tasks=("humaneval",), limit=2, sandbox=mode, workers=2)
+    res = evaluate(cfg, backend=be, tokenizer=tokenizer, progress=False, log=lambda m: None)
+    assert (res[0]["correct"], res[0]["sandbox"]) == (2, mode)
+    rows = [json.loads(l) for l in (tmp_path / "ev" / "humaneval" / "samples.jsonl").read_text().splitlines()]
+    assert [r["sandbox"] for r in rows] == [mode, mode]
+    assert json.loads((tmp_path / "ev" / "results.json").read_text())[0]["sandbox"] == mode
+    assert json.loads((tmp_path / "ev" / "humaneval" / "results.json").read_text())["sandbox"] == mode

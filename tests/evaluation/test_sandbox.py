@@ -18,7 +18,10 @@ from pathlib import Path
 import pytest
 
 import sdft.evaluation.sandbox as sandbox
-from sdft.evaluation.sandbox import SandboxUnavailable, bwrap_status, capabilities, resolve_mode, run_python
+import sdft.evaluation.sandbox.base as sandbox_base
+import sdft.evaluation.sandbox.run as sandbox_run
+from sdft.evaluation.sandbox import (SandboxUnavailable, bwrap_status, capabilities, resolve_mode, run_python,
+                                     using_mode)
 
 SOLUTION = "def add(a, b):\n    return a + b\n\ndef check(f):\n    assert f(2, 3) == 5\n\ncheck(add)\n"
 BWRAP_OK, BWRAP_REASON = bwrap_status()
@@ -30,9 +33,18 @@ UNGUARD = ("import sys\nfor _m in ('posix', 'os', '_posixsubprocess', 'subproces
            "'_io', 'socket', '_socket'):\n    sys.modules.pop(_m, None)\nimport posix\n")
 
 
+@pytest.fixture(autouse=True)
+def bwrap_by_default():
+    """These tests are about the modes themselves: ``mode=None`` means bwrap here even where the suite's
+    conftest made guard the default (no bwrap on the machine; the bwrap tests are skipped then)."""
+    with using_mode("bwrap"):
+        yield
+
+
 @needs_bwrap
-def test_doctests():
-    result = doctest.testmod(sandbox)
+@pytest.mark.parametrize("module", [sandbox, sandbox_base, sandbox_run])
+def test_doctests(module):
+    result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
 
 
@@ -374,7 +386,7 @@ def fresh_probe():
 
 
 def test_refuses_without_bwrap_unless_guard_by_name(monkeypatch, fresh_probe):
-    monkeypatch.setattr(sandbox, "_find_bwrap", lambda: None)
+    monkeypatch.setattr(sandbox_run, "find_bwrap", lambda: None)
     with pytest.raises(SandboxUnavailable, match=r"bwrap was not found.*apt-get install bubblewrap.*mode='guard'"):
         run_python(SOLUTION)
     with pytest.raises(SandboxUnavailable):
@@ -388,7 +400,7 @@ def test_refuses_when_bwrap_cannot_create_namespaces(monkeypatch, fresh_probe, t
     fake = tmp_path / "bwrap"
     fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
     fake.chmod(0o755)
-    monkeypatch.setattr(sandbox, "_find_bwrap", lambda: str(fake))
+    monkeypatch.setattr(sandbox_run, "find_bwrap", lambda: str(fake))
     with pytest.raises(SandboxUnavailable, match="No permissions to create new namespace"):
         run_python(SOLUTION)
     assert run_python(SOLUTION, mode="guard").passed
@@ -396,14 +408,14 @@ def test_refuses_when_bwrap_cannot_create_namespaces(monkeypatch, fresh_probe, t
 
 def test_probe_is_cached(monkeypatch, fresh_probe):
     calls = []
-    real = sandbox._run
+    real = sandbox_run._run
 
     def counting(*args):
         calls.append(args[8])
         return real(*args)
 
-    monkeypatch.setattr(sandbox, "_run", counting)
-    monkeypatch.setattr(sandbox, "_find_bwrap", lambda: None)
+    monkeypatch.setattr(sandbox_run, "_run", counting)
+    monkeypatch.setattr(sandbox_run, "find_bwrap", lambda: None)
     for _ in range(3):
         with pytest.raises(SandboxUnavailable):
             run_python("pass")
@@ -411,15 +423,39 @@ def test_probe_is_cached(monkeypatch, fresh_probe):
     if BWRAP_OK:
         monkeypatch.undo()
         sandbox.bwrap_status.cache_clear()
-        monkeypatch.setattr(sandbox, "_run", counting)
+        monkeypatch.setattr(sandbox_run, "_run", counting)
         for _ in range(3):
             run_python("pass")
         assert calls == ["bwrap"] * 4  # one probe, three programs
 
 
 def test_default_mode_is_selectable(monkeypatch):
-    monkeypatch.setattr(sandbox, "DEFAULT_MODE", "guard")
+    monkeypatch.setattr(sandbox_base, "DEFAULT_MODE", "guard")
     assert run_python("pass").mode == "guard"
+
+
+def test_using_mode_sets_the_default_for_a_block():
+    with using_mode("guard") as mode:
+        assert mode == "guard" == sandbox.DEFAULT_MODE == resolve_mode(None)
+        assert run_python("pass").mode == "guard"
+        with using_mode(None):  # None: unchanged
+            assert resolve_mode(None) == "guard"
+    assert resolve_mode(None) == sandbox.DEFAULT_MODE == "bwrap"
+    with pytest.raises(RuntimeError), using_mode("guard"):
+        raise RuntimeError("restored on errors too")
+    assert resolve_mode(None) == "bwrap"
+    with pytest.raises(ValueError, match="unknown sandbox mode"), using_mode("nsjail"):
+        pass
+    assert resolve_mode(None) == "bwrap"
+
+
+def test_child_script_is_the_runner_byte_for_byte():
+    """``child.py`` is read as text; its first line (a comment) is blanked, so the runner's line numbers (in
+    every traceback) are the file's own."""
+    text = sandbox_run.runner_source()
+    lines = sandbox_run.CHILD.read_text(encoding="utf-8").split("\n")
+    assert text.split("\n") == [""] + lines[1:] and lines[0].startswith("#")
+    compile(text, "runner.py", "exec")
 
 
 @pytest.mark.parametrize("mode", MODES)

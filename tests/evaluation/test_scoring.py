@@ -146,3 +146,29 @@ def test_missing_predictions_file_and_unknown_task(tmp_path):
         read_predictions(tmp_path / "none.jsonl", 10)
     with pytest.raises(ValueError, match="unknown evaluation task"):
         score_predictions("gsm9k", tmp_path / "none.jsonl", tmp_path / "out")
+
+
+@pytest.mark.parametrize("mode", ["guard", "bwrap"])
+def test_score_humaneval_records_the_sandbox_mode(tmp_path, mode):
+    """``--sandbox`` (CLI), ``sandbox=`` (api.score, score_predictions): each sample and results.json record it."""
+    from typer.testing import CliRunner
+
+    from sdft import api
+    from sdft.cli import app
+    from sdft.evaluation.sandbox import bwrap_status
+
+    if mode == "bwrap" and not bwrap_status()[0]:
+        pytest.skip(f"bwrap sandbox unavailable here: {bwrap_status()[1]}")
+    samples = get_eval_task("humaneval").load()
+    preds = write_jsonl(tmp_path / "p.jsonl", [{"index": 0, "output": "\n" + samples[0].gold},
+                                               {"index": 1, "output": "\n    return []\n"}])
+    results = api.score("humaneval", preds, tmp_path / "api", sandbox=mode)
+    records = [json.loads(line) for line in (tmp_path / "api" / "samples.jsonl").read_text().splitlines()]
+    assert [(r["correct"], r["sandbox"]) for r in records] == [(True, mode), (False, mode)]
+    assert results["sandbox"] == mode == json.loads((tmp_path / "api" / "results.json").read_text())["sandbox"]
+    r = CliRunner().invoke(app, ["score", "--task", "humaneval", "--predictions", str(preds), "--out",
+                                 str(tmp_path / "cli"), "--sandbox", mode])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "cli" / "results.json").read_text())["sandbox"] == mode
+    assert "sandbox" not in score_predictions("gsm8k", write_jsonl(tmp_path / "g.jsonl", [{"index": 0, "output": "1"}]),
+                                              tmp_path / "gsm8k", sandbox=mode)  # no programs, no mode

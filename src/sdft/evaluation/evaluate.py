@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from sdft.config import EvalConfig, fingerprint, server_options, to_dict
 from sdft.evaluation.benchmarks import EvalTask
+from sdft.evaluation.sandbox import using_mode
 from sdft.evaluation.task_data import load_samples, parse_task_data
 from sdft.evaluation.task_file import data_fingerprint, resolve_tasks
 from sdft.generation import (DECODING_PRESETS, GenerationParams, executor_options, generate_in_chunks, make_backend,
@@ -125,8 +126,9 @@ def _evaluate(cfg: EvalConfig, tasks: list[EvalTask], *, progress: bool, backend
                     log(f"  warning: {w}")
                 results.append(res)
                 continue
-            records = score_samples(task, [(s, done[s.index]) for s in samples],
-                                    cfg.workers or default_workers(task))
+            with using_mode(cfg.sandbox):  # how code tasks run their programs (set before any worker starts)
+                records = score_samples(task, [(s, done[s.index]) for s in samples],
+                                        cfg.workers or default_workers(task))
             for rec in records:
                 rec["finish_reason"] = done[rec["index"]].get("finish_reason")
             res = write_results(tdir, task, records, **info,

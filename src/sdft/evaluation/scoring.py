@@ -7,7 +7,7 @@ Scoring writes into ``out_dir``:
 - ``samples.jsonl``: per prediction, in index order: ``index``, ``prompt``, ``output``, ``extracted``, ``gold``,
   ``correct`` (plus the task's details, e.g. HumanEval's sandbox ``status`` and ``stderr``);
 - ``results.json``: ``task``, ``metric``, ``score`` (a fraction), ``n``, ``correct``, ``ci95`` ([lo, hi],
-  Wilson), the predictions and data files;
+  Wilson), the predictions and data files, and for HumanEval the ``sandbox`` mode the programs ran in;
 - ``results.md``: the same as a markdown table.
 
 Without a ``prompt`` in the predictions, the recorded prompt is the task's raw, standard-layout prompt.
@@ -29,6 +29,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from sdft.data import DataError
 from sdft.evaluation.benchmarks import EvalTask, Sample, resolve_data
+from sdft.evaluation.sandbox import using_mode
 from sdft.evaluation.tables import results_markdown
 from sdft.stats import wilson_interval
 from sdft.store import atomic_write_json, atomic_write_text
@@ -128,10 +129,12 @@ def default_workers(task: EvalTask) -> int:
 def score_predictions(task_name: str, predictions_path: str | Path, out_dir: str | Path,
                       data_path: str | Path | None = None, *, workers: int | None = None,
                       task_data: Sequence[str] = (), task_files: Sequence[str | Path] = (),
-                      id_column: str | None = None) -> dict:
+                      id_column: str | None = None, sandbox: str | None = None) -> dict:
     """Score a predictions JSONL for ``task_name``; write samples.jsonl, results.json and results.md into
     ``out_dir`` and return the results dict. ``data_path`` overrides the task's shipped data file; ``task_data``
-    (``TASK=PATH[:COLUMNS]``) and ``task_files`` as in ``sdft eval``; ``id_column`` keys predictions by a column."""
+    (``TASK=PATH[:COLUMNS]``) and ``task_files`` as in ``sdft eval``; ``id_column`` keys predictions by a column;
+    ``sandbox``: how HumanEval programs run (``bwrap`` | ``guard``; ``None``: :mod:`sdft.evaluation.sandbox`'s
+    default, bwrap)."""
     from sdft.evaluation.task_data import data_ids, load_samples, parse_task_data
     from sdft.evaluation.task_file import resolve_tasks
 
@@ -143,8 +146,9 @@ def score_predictions(task_name: str, predictions_path: str | Path, out_dir: str
     samples = load_samples(task, mapped) if mapped else task.load(data_path)
     ids = data_ids(data_file, id_column) if id_column else None
     preds = read_predictions(predictions_path, len(samples), str(data_file), ids=ids, id_column=id_column)
-    records = score_samples(task, ((samples[p["index"]], p) for p in preds),
-                            workers if workers is not None else default_workers(task))
+    with using_mode(sandbox):
+        records = score_samples(task, ((samples[p["index"]], p) for p in preds),
+                                workers if workers is not None else default_workers(task))
     if ids is not None:
         for rec, p in zip(records, preds):
             rec["id"] = p["id"]
@@ -155,7 +159,8 @@ def score_predictions(task_name: str, predictions_path: str | Path, out_dir: str
 
 def write_results(out_dir: str | Path, task: EvalTask, records: list[dict], **extra: Any) -> dict:
     """Write samples.jsonl, results.json (with ``extra`` keys) and results.md; return the results dict."""
-    results = summarize(task, records, **extra)
+    modes = sorted({r["sandbox"] for r in records if "sandbox" in r})  # code tasks: the sandbox they ran in
+    results = summarize(task, records, **extra, **({"sandbox": ",".join(modes)} if modes else {}))
     out = Path(out_dir)
     atomic_write_text(out / "samples.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     atomic_write_json(out / "results.json", results)
