@@ -11,8 +11,8 @@ import yaml
 from typer.testing import CliRunner
 
 from sdft.cli import app
-from sdft.config import (BACKEND_CHOICES, DECODING_CHOICES, TRAIN_METHODS, ConfigError, DistillConfig, EvalConfig,
-                         TrainConfig, build, fingerprint, load, meta, run_only)
+from sdft.config import BACKEND_CHOICES, DECODING_CHOICES, TRAIN_METHODS, DistillConfig, EvalConfig, TrainConfig
+from sdft.options import ConfigError, build, fingerprint, load, meta, run_only
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sdft.config import DistillConfig, TrainConfig, load
+from sdft.config import DistillConfig, TrainConfig
+
+from sdft.options import load
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("**/*.yaml"))
 SECTIONS = {"distill": DistillConfig, "train": TrainConfig}

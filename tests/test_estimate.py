@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from sdft.config import ConfigError
+from sdft.options import ConfigError
 from sdft.estimate import Counter, StageCost, estimate_plan, parse_throughput, profiles, schedule
 from sdft.experiment import load_experiment, run_experiment
 

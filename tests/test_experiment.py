@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sdft.config import ConfigError
+from sdft.options import ConfigError
 from sdft.experiment import load_experiment, plan, run_experiment
-from sdft.report import forgetting_table
+from sdft.reporting.report import forgetting_table
 from sdft.stats import mcnemar_exact
 
 

@@ -9,7 +9,7 @@ import yaml
 
 from test_experiment import write_cfg
 
-from sdft.config import ConfigError
+from sdft.options import ConfigError
 from sdft.experiment import load_experiment, plan
 from sdft.training.common import choose_targets
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from test_experiment import write_cfg
 
-from sdft.config import fingerprint
+from sdft.options import fingerprint
 from sdft.experiment import load_experiment, plan
 
 

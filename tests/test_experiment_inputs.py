@@ -9,7 +9,7 @@ import sys
 import pytest
 import yaml
 
-from sdft.config import ConfigError
+from sdft.options import ConfigError
 from sdft.experiment import load_experiment, plan, run_experiment
 from sdft.store import RunLocked
 

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from sdft.report import _plot, render_html
+from sdft.reporting.report import _plot, render_html
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from sdft.report import score_table, write_report
-from sdft.report_paired import pairings, score_findings
-from sdft.report_retention import retention_findings
-from sdft.report_verdict import gate_lines, verdict_lines
+from sdft.reporting.report import score_table, write_report
+from sdft.reporting.paired import pairings, score_findings
+from sdft.reporting.retention import retention_findings
+from sdft.reporting.verdict import gate_lines, verdict_lines
 from sdft.stats import mcnemar_exact
 
 SEED = [True] * 10
@@ -70,7 +70,7 @@ def make_run(root: Path, gaps: bool = True) -> Path:
 
 
 def test_findings_pool_seeds_and_verdict_names_what_moved(tmp_path):
-    from sdft.report import collect
+    from sdft.reporting.report import collect
 
     data = collect(make_run(tmp_path / "run"))
     scores = {f["arm"]: f for f in score_findings(data)}
@@ -94,7 +94,7 @@ def test_findings_pool_seeds_and_verdict_names_what_moved(tmp_path):
 
 
 def test_gate_compares_sdft_targets_with_originals_and_self(tmp_path):
-    from sdft.report import collect
+    from sdft.reporting.report import collect
 
     data = collect(make_run(tmp_path / "run"))
     lines = gate_lines(data)
@@ -119,7 +119,7 @@ def test_report_opens_with_the_answer_and_shows_frames_and_retention(tmp_path):
 
 
 def test_frames_split_the_score_table_and_pairings(tmp_path):
-    from sdft.report import collect
+    from sdft.reporting.report import collect
 
     data = collect(make_run(tmp_path / "run"))
     _, rows, _ = score_table(data)

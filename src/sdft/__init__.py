@@ -1,7 +1,7 @@
 """sdft: Self-Distillation Fine-Tuning (Yang et al., ACL 2024) — distill, train, evaluate, compare, report.
 
 The Python API mirrors the CLI (``sdft.distill``, ``sdft.train``, ``sdft.evaluate``, ``sdft.run_experiment``,
-``sdft.report``, ...); heavy libraries are imported only when a function runs.
+``sdft.reporting.report``, ...); heavy libraries are imported only when a function runs.
 """
 
 from sdft.api import (EvalResult, distill, evaluate, gap, load_experiment, report, run_experiment, score, train)

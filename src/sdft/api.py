@@ -12,7 +12,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
-from sdft.config import DistillConfig, EvalConfig, TrainConfig, build, load, to_dict
+from sdft.config import DistillConfig, EvalConfig, TrainConfig
+
+from sdft.options import build, load, to_dict
 
 C = TypeVar("C")
 Log = Callable[[str], None]
@@ -161,7 +163,7 @@ def estimate_cost(config: Any, *, gpus: int = 1, throughput: str | dict | None =
 
 def report(run: str | Path) -> Path:
     """(Re)write an experiment's report (``sdft report``); returns the markdown report's path."""
-    from sdft.report import write_report
+    from sdft.reporting.report import write_report
 
     if not (Path(run) / "experiment.json").exists():
         raise FileNotFoundError(f"{run}: not an experiment folder (no experiment.json)")

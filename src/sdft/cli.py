@@ -34,7 +34,7 @@ def _fail(msg: str, code: int = 2) -> None:
 
 def _run(fn: Callable):
     """Run ``fn`` turning expected errors into one clear message (no traceback)."""
-    from sdft.config import ConfigError
+    from sdft.options import ConfigError
     from sdft.data import DataError
     from sdft.generation.openai_compat import ServerError
     from sdft.models import ModelError

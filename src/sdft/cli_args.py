@@ -18,7 +18,7 @@ from typing import Any, Callable, List, Optional
 
 import typer
 
-from sdft.config import load, meta
+from sdft.options import load, meta
 
 
 def _base(tp: Any) -> Any:

@@ -60,6 +60,29 @@ def builtin_data_dir() -> Path:
     return Path(str(resources.files("sdft") / "resources" / "data"))
 
 
+def display_path(path: str | Path, root: str | Path | None = None) -> str:
+    """A path as a report shows it, never the machine's absolute path: ``package:data/...`` for shipped data,
+    relative to ``root`` (a run folder) or the working folder where it lies below them, else ``.../<name>``.
+
+    >>> display_path(builtin_data_dir() / "gsm8k" / "gsm8k_test.json.gz")
+    'package:data/gsm8k/gsm8k_test.json.gz'
+    >>> display_path("/somewhere/else/rows.json")
+    '.../rows.json'
+    """
+    p = Path(path)
+    if not p.is_absolute():
+        return p.as_posix()
+    p = p.resolve()
+    for base, prefix in ((builtin_data_dir(), "package:data/"), (root, ""), (Path.cwd(), "")):
+        if base is None:
+            continue
+        try:
+            return prefix + p.relative_to(Path(base).resolve()).as_posix()
+        except ValueError:
+            continue
+    return f".../{p.name}"
+
+
 # byte-order marks and the codec of the bytes after them (UTF-32 first: its LE mark starts with UTF-16's)
 BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le", "UTF-32"), (codecs.BOM_UTF32_BE, "utf-32-be", "UTF-32"),
         (codecs.BOM_UTF8, "utf-8", "UTF-8"), (codecs.BOM_UTF16_LE, "utf-16-le", "UTF-16"),

@@ -7,7 +7,9 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from sdft.config import DistillConfig, EvalConfig, TrainConfig, meta
+from sdft.config import DistillConfig, EvalConfig, TrainConfig
+
+from sdft.options import meta
 
 HEADER = """# Options
 

@@ -23,7 +23,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sdft.config import DEFAULT_MAX_NEW_TOKENS, ConfigError
+from sdft.config import DEFAULT_MAX_NEW_TOKENS
+
+from sdft.options import ConfigError
 from sdft.experiment import ExperimentConfig, plan
 
 DEFAULT_PROFILE = "gpu-reference"

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from sdft.config import ConfigError, DistillConfig, EvalConfig, TrainConfig, build, hashable, read_yaml, to_dict
+from sdft.config import DistillConfig, EvalConfig, TrainConfig
+
+from sdft.options import ConfigError, build, hashable, read_yaml, to_dict
 from sdft.experiment_retention import retention_settings, retention_stages
 from sdft.stages import DONE, Stage, stage_hash as _hash
 from sdft.store import atomic_write_json, read_json
@@ -365,7 +367,7 @@ def run_experiment(cfg: ExperimentConfig, *, dry_run: bool = False, progress: bo
              "folder": str(s.folder(root))} for s in stages]})
         t_all = time.perf_counter()
         ran, cached = executor.run(stages, root, run_stage, by_key=by_key, log=log, progress=progress)
-        from sdft.report import write_report
+        from sdft.reporting.report import write_report
 
         report = write_report(root)
     log(f"{ran} stage(s) ran, {cached} cached, {time.perf_counter() - t_all:.0f}s. Report: {report}")

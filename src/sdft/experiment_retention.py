@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sdft.config import ConfigError, hashable
+from sdft.options import ConfigError, hashable
 from sdft.stages import Stage, stage_hash
 
 RETENTION_KEYS = {"tasks", "task", "max_tokens", "limit", "task_limits", "batch_size"}

@@ -5,12 +5,14 @@ left out of run fingerprints and stage hashes (a run may be continued with anoth
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from sdft.options import opt
 
 
 def _opt(default: Any, help: str, **more: Any) -> Any:
-    return field(default=default, metadata={"help": help, "run_only": True, **more})
+    return opt(default, help, run_only=True, **more)
 
 
 @dataclass(frozen=True, kw_only=True)

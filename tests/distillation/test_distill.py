@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from sdft.config import ConfigError, DistillConfig, load
+from sdft.config import DistillConfig
+
+from sdft.options import ConfigError, load
 from sdft.distillation.distill import RunConflict, decide, distill
 from sdft.generation import Completion
 from sdft.distillation.checks import banned_phrases, gsm8k_answer, strip_chatter

@@ -161,7 +161,7 @@ def test_a_failed_check_flags_the_win_rate_in_results_and_report(tmp_path):
     assert UNTRUSTED_MARK in (tmp_path / "ae" / "results.md").read_text()
     assert UNTRUSTED_MARK in results_markdown([saved])
 
-    from sdft.report import score_table
+    from sdft.reporting.report import score_table
 
     data = {"evals": [{"meta": {"arm": "seed"}, "results": {"alpacaeval": saved}}], "datasets": []}
     assert UNTRUSTED_MARK in score_table(data)[1][0][-1]

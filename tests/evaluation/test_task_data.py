@@ -145,7 +145,7 @@ def test_yaml_task_runs_end_to_end_on_the_tiny_model(tmp_path, tiny_model_dir):
 
 
 def test_fingerprint_of_a_plain_eval_is_unchanged():
-    from sdft.config import fingerprint
+    from sdft.options import fingerprint
     from sdft.evaluation.task_file import data_fingerprint
 
     fp = data_fingerprint(fingerprint(EvalConfig(out="x")), [get_eval_task("gsm8k")], {})

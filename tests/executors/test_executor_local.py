@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sdft.config import ConfigError
+from sdft.options import ConfigError
 from sdft.executors import make_executor
 from sdft.executors.common import DONE_FILE, executor_spec, finish_stage, ready, stage_gpus
 from sdft.executors.local import LocalExecutor

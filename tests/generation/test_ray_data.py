@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from sdft.config import DistillConfig, EvalConfig, build
+from sdft.config import DistillConfig, EvalConfig
+
+from sdft.options import build
 from sdft.generation import executor_options
 from sdft.generation.base import Completion, GenerationParams
 from sdft.generation.ray_data import RayDataBackend, chunk_jobs, run_job

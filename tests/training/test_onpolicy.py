@@ -147,7 +147,7 @@ def test_experiment_runs_the_onpolicy_arm_into_the_report(tmp_path, tiny_model_d
 
 
 def test_run_folders_from_before_the_onpolicy_keys_still_match(tmp_path):
-    from sdft.config import to_dict
+    from sdft.options import to_dict
     from sdft.training.common import check_out
 
     cfg = resolve_config(TrainConfig(data="d", out=str(tmp_path), method="vanilla"))

@@ -19,8 +19,9 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 from sdft.version import __version__
 from sdft.distillation.checks import CHECKS, CLEANERS, Check, banned_phrases, first_rejection, resolve_check
-from sdft.config import DistillConfig, server_options, to_dict
-from sdft.config import fingerprint as config_fingerprint
+from sdft.config import DistillConfig, server_options
+from sdft.options import to_dict
+from sdft.options import fingerprint as config_fingerprint
 from sdft.data import Example, Source, file_sha256, load_examples, resolve_source, select_indices
 from sdft.generation import (DECODING_PRESETS, GenerationParams, executor_options, generate_in_chunks, make_backend,
                              pick_backend)

@@ -14,7 +14,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
-from sdft.config import EvalConfig, fingerprint, server_options, to_dict
+from sdft.config import EvalConfig, server_options
+
+from sdft.options import fingerprint, to_dict
 from sdft.evaluation.benchmarks import EvalTask
 from sdft.evaluation.sandbox import using_mode
 from sdft.evaluation.task_data import load_samples, parse_task_data

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from sdft.config import opt
+from sdft.options import opt
 from sdft.store import RecordWriter, atomic_write_json, read_json, read_records
 
 ANSWERS, RESULT = "answers.jsonl", "retention.json"

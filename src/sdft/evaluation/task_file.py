@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from sdft.config import read_yaml
+from sdft.options import read_yaml
 from sdft.data import DataError, existing_path, file_sha256
 from sdft.distillation.checks import INVALID, GoldFormatError, find_last_integer, function_call_match, math_match
 from sdft.evaluation.benchmarks import EVAL_TASKS, get_eval_task

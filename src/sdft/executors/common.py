@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
-from sdft.config import build
+from sdft.options import build
 
 KINDS = ("local", "ray", "slurm")
 DONE_FILE = "STAGE.json"  # = sdft.experiment.DONE (a test checks): a stage's folder holds it once it finished
@@ -56,7 +56,7 @@ def executor_spec(values: dict[str, Any] | ExecutorSpec | None, where: str = "ex
     """An :class:`ExecutorSpec` from the YAML mapping (unknown keys and kinds are errors naming ``where``)."""
     if isinstance(values, ExecutorSpec):
         return values
-    from sdft.config import ConfigError
+    from sdft.options import ConfigError
 
     spec = build(ExecutorSpec, dict(values or {}), where)
     if spec.kind not in KINDS:

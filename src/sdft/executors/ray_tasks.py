@@ -71,7 +71,7 @@ class RayExecutor:
                 ray.shutdown()
 
     def _options(self, kind: str, gpus_total: float) -> dict[str, Any]:
-        from sdft.config import ConfigError
+        from sdft.options import ConfigError
 
         s = self.spec
         gpus = stage_gpus(s, kind, gpus_total > 0)

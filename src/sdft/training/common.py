@@ -10,7 +10,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
-from sdft.config import PRESETS, TRAIN_METHODS, TrainConfig, folder_free, to_dict
+from sdft.config import PRESETS, TRAIN_METHODS, TrainConfig
+
+from sdft.options import folder_free, to_dict
 from sdft.data import Example, file_sha256, load_examples, resolve_source
 from sdft.store import atomic_write_json, atomic_write_text, read_json, scan_records
 from sdft.distillation.tasks import get_task

@@ -71,7 +71,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
-from sdft.config import TrainConfig, to_dict
+from sdft.config import TrainConfig
+
+from sdft.options import to_dict
 from sdft.store import atomic_write_json, atomic_write_text
 from sdft.templates import Template, Turn, bos_prefix, render
 from sdft.training.common import (TrainError, TrainResult, base_manifest, default_epochs, fmt_loss, peft_config,

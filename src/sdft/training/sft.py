@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from sdft.config import TrainConfig, to_dict
+from sdft.config import TrainConfig
+
+from sdft.options import to_dict
 from sdft.store import atomic_write_json, atomic_write_text
 from sdft.training.common import (TrainError, TrainResult, base_manifest, default_epochs, fmt_loss, model_card, peft_config,
                                   prepare_run, resolve_config, run_and_save, tokenize, tune_malloc)

@@ -1,4 +1,4 @@
-"""The retention part of a report (:mod:`sdft.report`, :mod:`sdft.evaluation.retention`): per arm and task, how much
+"""The retention part of a report (:mod:`sdft.reporting.report`, :mod:`sdft.evaluation.retention`): per arm and task, how much
 less likely the fine-tuned model finds the seed model's own answers (ΔNLL per token vs the seed model, paired per
 prompt), per seed and pooled over seeds, as a table and a per-prompt distribution plot."""
 
@@ -9,7 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from sdft.evaluation.retention import paired, per_prompt
-from sdft.report_paired import arm_group, arm_title
+from sdft.reporting.paired import arm_group, arm_title
 
 Block = tuple
 

@@ -1,4 +1,4 @@
-"""Paired comparisons of a report (:mod:`sdft.report`): two evaluations of the same items, compared item by item.
+"""Paired comparisons of a report (:mod:`sdft.reporting.report`): two evaluations of the same items, compared item by item.
 
 An arm's name in a report is its method plus, when the experiment sweeps distillation frames, the frame of the
 rewrites it trained on: ``sdft[train]`` (:func:`arm_name`). Per seed, a → b is McNemar's exact test on the items

@@ -1,4 +1,4 @@
-"""The opening of a report (:mod:`sdft.report`): its answer, before any table.
+"""The opening of a report (:mod:`sdft.reporting.report`): its answer, before any table.
 
 - The verdict, written from the paired tests against the seed model: which arm moved which score (McNemar's exact
   test with one seed, the Wilcoxon test pooled over seeds with several) or the retention measure (Wilcoxon on the
@@ -14,8 +14,8 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from sdft.report_paired import score_findings
-from sdft.report_retention import retention_findings
+from sdft.reporting.paired import score_findings
+from sdft.reporting.retention import retention_findings
 
 Block = tuple
 ALPHA = 0.05

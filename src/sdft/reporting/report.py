@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from sdft.evaluation.tables import judge_marker
+from sdft.data import display_path
 from sdft.stats import mcnemar_exact
 from sdft.store import atomic_write_text, read_json
-from sdft.report_paired import ARM_NAMES, PAIRED, arm_name, comparison_table, forgetting_table, pairings, pretty
+from sdft.reporting.paired import ARM_NAMES, PAIRED, arm_name, comparison_table, forgetting_table, pairings, pretty
 
 Block = tuple  # ("h1"|"h2"|"p"|"ul"|"table"|"img", ...)
 
@@ -204,7 +205,7 @@ def write_report(root: str | Path) -> Path:
                            ("p", f"Seed model `{cfg['model']}`, trained on {trained_on}, "
                                  f"methods {', '.join(cfg['methods'])}, seeds {cfg['seeds']}. Scores in %, with 95% "
                                  "Wilson intervals [lo, hi] and the number of evaluated items.")]
-    from sdft.report_verdict import verdict_section
+    from sdft.reporting.verdict import verdict_section
 
     blocks += verdict_section(data, figdir)  # the answer first: verdict, go/no-go gate, forest plot
     header, rows, tasks = score_table(data)
@@ -221,8 +222,8 @@ def write_report(root: str | Path) -> Path:
         blocks += [("h2", "Seed model → each fine-tuned arm, paired on the same items"),
                    ("p", "Did fine-tuning move the seed model's score by more than chance? Δ in points (negative = "
                          "the arm lost what the seed model had); McNemar's exact test as above."), ("table", fh, fr)]
-    from sdft.report_paired import pooled_section
-    from sdft.report_retention import retention_section
+    from sdft.reporting.paired import pooled_section
+    from sdft.reporting.retention import retention_section
 
     blocks += pooled_section(data) + retention_section(data, figdir)
     for p in sweep_plots(data, figdir):
@@ -296,11 +297,21 @@ def _short(s: str, n: int = 300) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
+def _relative_paths(obj: Any) -> Any:
+    """The config with every absolute path shown as :func:`sdft.data.display_path` does."""
+    if isinstance(obj, dict):
+        return {k: _relative_paths(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_relative_paths(v) for v in obj]
+    return display_path(obj) if isinstance(obj, str) and obj.startswith("/") else obj
+
+
 def provenance(data: dict) -> list[Block]:
     items = []
     for i, d in enumerate(data["distills"]):
         m = d["manifest"]
-        items.append(f"data ({d['label']}): `{m['input']['path']}` sha256 {m['input']['sha256'][:16]}…")
+        items.append(f"data ({d['label']}): `{display_path(m['input']['path'], data.get('root'))}` sha256 "
+                     f"{m['input']['sha256'][:16]}…")
         if i:
             continue
         items.append("versions: " + ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items()))
@@ -313,7 +324,7 @@ def provenance(data: dict) -> list[Block]:
     secs = [(s["label"], s["seconds"]) for s in data["evals"] + data["trains"] + data["distills"] + data["shifts"]
             + data["gaps"]]
     items.append("wall time per stage: " + "; ".join(f"{l} {s:.0f}s" for l, s in secs if s is not None))
-    items.append("config: " + json.dumps(data["config"], default=str))
+    items.append("config: " + json.dumps(_relative_paths(data["config"]), default=str))
     return [("h2", "Provenance"), ("ul", items)]
 
 
