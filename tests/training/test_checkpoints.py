@@ -80,3 +80,18 @@ def test_a_folder_sdft_did_not_write_is_refused(tmp_path, tiny_model_dir, distil
     with pytest.raises(Exception):  # a bad model: the folder the run made is gone again
         train(_cfg(distilled, tmp_path / "never", tmp_path / "no-model"), log=lambda m: None)
     assert not (tmp_path / "never").exists()
+
+
+def test_overwrite_removes_the_replaced_runs_checkpoints(tmp_path):
+    from sdft.config import TrainConfig
+    from sdft.options import to_dict
+    from sdft.training.common import check_out
+
+    cfg = TrainConfig(data="d", out=str(tmp_path), method="vanilla")
+    (tmp_path / "config.json").write_text(json.dumps({**to_dict(cfg), "learning_rate": 0.5}))
+    (tmp_path / "checkpoints" / "checkpoint-2").mkdir(parents=True)
+    check_out(tmp_path, TrainConfig(data="d", out=str(tmp_path), method="vanilla", overwrite=True))
+    assert not (tmp_path / "checkpoints").exists()
+    (tmp_path / "checkpoints" / "checkpoint-2").mkdir(parents=True)
+    check_out(tmp_path, TrainConfig(data="d", out=str(tmp_path), method="vanilla", learning_rate=0.5, resume=True))
+    assert (tmp_path / "checkpoints" / "checkpoint-2").exists()  # --resume keeps them

@@ -72,6 +72,21 @@ def measure_gap(distill_dir: str | Path, *, model: str | None = None, out: str |
     """NLL of the seed model on original vs distilled responses of a `sdft distill` folder, each under the
     training prompt: ``template`` (default: the distillation's ``train_template``, else the task's), ``prompt_format``
     and ``layout`` as the training run uses them (the prompt text is :func:`sdft.prompts.training_prompt`)."""
+    import contextlib
+
+    from sdft.store import run_lock
+
+    # the distillation folder is another run's: never measure it while a process works in it
+    with run_lock(distill_dir) if Path(distill_dir).is_dir() else contextlib.nullcontext():
+        return measure_gap_unlocked(distill_dir, model=model, out=out, limit=limit, batch_size=batch_size,
+                                    cache_dir=cache_dir, log=log, hf_model=hf_model, tokenizer=tokenizer,
+                                    template=template, prompt_format=prompt_format, layout=layout)
+
+
+def measure_gap_unlocked(distill_dir: str | Path, *, model: str | None = None, out: str | Path | None = None,
+                         limit: int | None = None, batch_size: int = 4, cache_dir: str | None = None,
+                         log: Callable[[str], None] = print, hf_model=None, tokenizer=None, template: str | None = None,
+                         prompt_format: str = "auto", layout: str = "standard") -> dict[str, Any]:
     from sdft.models import load_tokenizer, resolve_model
 
     d = Path(distill_dir)

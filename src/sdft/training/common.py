@@ -173,6 +173,10 @@ def check_out(out: Path, cfg: TrainConfig) -> None:
     if (out / "adapter_config.json").exists() or (out / "model.safetensors").exists():
         if not cfg.resume and not cfg.overwrite:
             raise TrainError(f"{out}: already holds a finished run; pass --overwrite to train again")
+    if cfg.overwrite and not cfg.resume and (out / "checkpoints").is_dir():
+        import shutil
+
+        shutil.rmtree(out / "checkpoints")  # a replaced run's checkpoints must never be resumed from
 
 
 def peft_config(cfg: TrainConfig) -> Any:
