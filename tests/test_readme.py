@@ -92,3 +92,15 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     commands = [ln for ln in ci if "pytest" in ln and not ln.lstrip().startswith("#")]
     assert commands == [TEST_COMMAND], f".ci/run must run the README's test command exactly, found {commands}"
+
+
+def test_the_file_tree_lists_every_module():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    tree = text[text.index("src/sdft/\n"):]
+    tree = tree[: tree.index("```")]
+    pkg = ROOT / "src" / "sdft"
+    missing = [str(p.relative_to(pkg)) for p in sorted(pkg.rglob("*.py"))
+               if not (p.name == "__init__.py" and p.parent != pkg) and p.name not in tree]
+    missing += [f"{d.name}/" for d in sorted(pkg.rglob("*")) if d.is_dir() and (d / "__init__.py").exists()
+                and f"{d.name}/" not in tree]
+    assert missing == [], f"README's file tree lacks: {missing}"
