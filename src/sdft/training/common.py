@@ -1,11 +1,9 @@
-"""What every training method shares: config resolution, rows and targets, tokenization, the output folder
-check, PEFT config, the train-and-save step, the manifest, the loss curve and the model card."""
+"""What every training method shares: config, rows, targets, tokens, output folder, PEFT, training, manifest."""
 
 
 from __future__ import annotations
 
-import random
-import time
+import random, time  # noqa: E401
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
@@ -173,10 +171,8 @@ def check_out(out: Path, cfg: TrainConfig) -> None:
     if (out / "adapter_config.json").exists() or (out / "model.safetensors").exists():
         if not cfg.resume and not cfg.overwrite:
             raise TrainError(f"{out}: already holds a finished run; pass --overwrite to train again")
-    if cfg.overwrite and not cfg.resume and (out / "checkpoints").is_dir():
-        import shutil
-
-        shutil.rmtree(out / "checkpoints")  # a replaced run's checkpoints must never be resumed from
+    if cfg.overwrite and not cfg.resume and (out / "checkpoints").is_dir():  # never resume a replaced run
+        __import__("shutil").rmtree(out / "checkpoints")
 
 
 def peft_config(cfg: TrainConfig) -> Any:
