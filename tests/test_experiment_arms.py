@@ -168,3 +168,18 @@ def test_retention_run_only_options_keep_the_keys(tmp_path, tiny_model_dir):
     keys = lambda st: [s.key for s in st if s.kind == "retention"]  # noqa: E731
     assert keys(a) == keys(b) and not set(keys(a)) & set(keys(c))
     assert next(s for s in b if s.kind == "retention").config.batch_size == 2
+
+
+def test_frame_seeds_run_a_frame_for_fewer_seeds(tmp_path, tiny_model_dir):
+    cfg = dict(ARMS, frames=["train", "release"], frame_seeds={"release": [1]})
+    st = plan(load_experiment(write_cfg(tmp_path, tiny_model_dir, **cfg)))
+    dist = sorted((s.meta["seed"], s.config.frame) for s in st if s.kind == "distill")
+    assert dist == [(1, "release"), (1, "self"), (1, "train"), (2, "self"), (2, "train")]
+    trains = sorted(((s.meta["seed"], s.meta["arm"], s.meta.get("frame")) for s in st if s.kind == "train"), key=str)
+    assert (2, "vanilla", None) in trains and (2, "sdft", "release") not in trains and (1, "sdft", "release") in trains
+    full = {s.key for s in plan(load_experiment(write_cfg(tmp_path, tiny_model_dir, **dict(cfg, frame_seeds={}))))}
+    assert {s.key for s in st} < full  # the seeds that keep every frame keep their stages
+    with pytest.raises(ConfigError, match="frame_seeds"):
+        load_experiment(write_cfg(tmp_path, tiny_model_dir, **dict(cfg, frame_seeds={"release": [7]})))
+    with pytest.raises(ConfigError, match="frame_seeds"):
+        load_experiment(write_cfg(tmp_path, tiny_model_dir, **dict(cfg, frame_seeds={"self": [1]})))

@@ -47,6 +47,7 @@ class ExperimentConfig:
     # distillation frame sweep (release: the template's own prompt; train: the training prompt + the reference);
     # the SDFT arms run once per frame; empty: the `distill` section's frame (default release)
     frames: tuple[str, ...] = ()
+    frame_seeds: dict = field(default_factory=dict)  # {frame: [seeds]}: run a frame for fewer seeds (default: all)
     distill: dict = field(default_factory=dict)  # DistillConfig keys
     train: dict = field(default_factory=dict)  # TrainConfig keys
     eval: dict = field(default_factory=dict)  # EvalConfig keys (tasks, limit, backend, ...)
@@ -120,6 +121,11 @@ def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -
     bad = [f for f in cfg.frames if f not in ("release", "train")]
     if bad:
         raise ConfigError(f"{p}: frames {bad}: use release and/or train (the self frame is the method `self`)")
+    for frame, seeds in cfg.frame_seeds.items():
+        if frame not in cfg.frames:
+            raise ConfigError(f"{p} [frame_seeds]: {frame!r} is not one of frames {list(cfg.frames)}")
+        if not isinstance(seeds, (list, tuple)) or not set(seeds) <= set(cfg.seeds):
+            raise ConfigError(f"{p} [frame_seeds][{frame}]: expected a list of the experiment's seeds {list(cfg.seeds)}")
     if cfg.retention is not None:
         retention_settings(cfg, str(p))
     return cfg
@@ -171,7 +177,8 @@ def _dataset_stages(cfg: ExperimentConfig, ds: dict, trained: list[str], root: P
             "cache_dir": cfg.cache_dir, **cfg.distill, **ds["distill"]}
     for seed in cfg.seeds:
         for template in (cfg.templates or (None,)):
-            for i, frame in enumerate(cfg.frames or (None,)):
+            frames = [f for f in cfg.frames if seed in cfg.frame_seeds.get(f, cfg.seeds)]
+            for i, frame in enumerate(frames or (None,)):  # vanilla trains beside the seed's first frame
                 d = {**base, "seed": seed, "template": template, **({"frame": frame} if frame else {})}
                 arms = [(m, None) for m in trained if m != "self" and (i == 0 or METHODS[m][0] == "sdft")]
                 arms += [(f"sdft-mix{r:g}", r) for r in cfg.mix_ratios]
