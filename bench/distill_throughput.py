@@ -1,11 +1,15 @@
-"""Distillation throughput: generated tokens/s of four ways to write the rewrites, in one run (issue #4 item 6).
+"""Distillation throughput: four ways to write the rewrites, both embedded models, in one run (issues #4, #20).
 
-Full runs (on an otherwise idle machine; one model per run, ~minutes for smollm2, much longer for qwen):
+The full run (on an otherwise idle machine, ~20 minutes; BENCHMARKS.md):
 
-    .venv/bin/python bench/distill_throughput.py --json bench/distill_throughput_smollm2.json
-    .venv/bin/python bench/distill_throughput.py --model qwen2.5-coder-0.5b --json bench/distill_throughput_qwen.json
+    .venv/bin/python bench/distill_throughput.py --json bench/results/distill_throughput.json
 
-Tiny check: ``--rows 2 --max-new-tokens 8 --threads 1``.
+Tiny check: ``--models smollm2-135m --rows 2 --max-new-tokens 8 --threads 1 --weights native``.
+
+Per model, rows/s counts start-up (model load; one-time conversions into the model cache are done before any clock
+starts) plus generation; tokens/s counts generation only. For llama.cpp (c) each ``--weights`` type is its own arm
+(``c:f32`` ...: :mod:`sdft.generation.gguf_weights`), and each is profiled: a second pass over the same prompts
+with one new token gives the prompt-processing time, the rest of the full pass is decoding.
 
 The same N GSM8K rows (``sdft distill --data gsm8k_train --task gsm8k``: the math-distill template with its
 pre-fill, rendered in the model's chat format by sdft's own functions), the same decoding (greedy by default),
@@ -54,8 +58,10 @@ def naive_hf(hf_dir, prompts, warm, params, threads):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.set_num_threads(threads)
+    t_load = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(str(hf_dir))
     model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32).eval()
+    load = time.perf_counter() - t_load
     eos = model.generation_config.eos_token_id
     eos = set(eos if isinstance(eos, (list, tuple)) else [eos]) | {tok.eos_token_id}
     kw = dict(do_sample=False, temperature=None, top_p=None, top_k=None) if params.greedy else dict(
@@ -77,21 +83,36 @@ def naive_hf(hf_dir, prompts, warm, params, threads):
     run(warm[:1], WARMUP_TOKENS)
     t0 = time.perf_counter()
     n_prompt, n_gen = run(prompts, params.max_new_tokens)
-    return n_prompt, n_gen, time.perf_counter() - t0
+    return dict(prompt_tokens=n_prompt, generated_tokens=n_gen, seconds=time.perf_counter() - t0, startup=load)
 
 
-def sdft_backend(name, ref, prompts, warm, params, threads, chunk_size, **kw):
-    """(b), (c) sdft's backends, called as ``sdft distill`` calls them (``generate_in_chunks``)."""
+def sdft_backend(name, ref, prompts, warm, params, threads, chunk_size, profile=False, **kw):
+    """(b), (c) sdft's backends, called as ``sdft distill`` calls them (``generate_in_chunks``). ``profile``: then
+    the same prompts again with one new token (the prompt-processing time of the pass)."""
     from sdft.generation import generate_in_chunks, make_backend
 
+    if kw.get("weights", "native") != "native":  # the one-time conversion is never timed
+        from sdft.generation.gguf_weights import weights_gguf
+
+        weights_gguf(ref.gguf, kw["weights"], log=lambda m: print(m, file=sys.stderr))
+    t_load = time.perf_counter()
     backend = make_backend(name, ref, threads=threads, **kw)
+    load = time.perf_counter() - t_load
     try:
         n_warm = getattr(backend, "parallel", None) or getattr(backend, "batch_size", 1)
         backend.generate(warm[:n_warm], replace(params, max_new_tokens=WARMUP_TOKENS))
         t0 = time.perf_counter()
         comps = [c for _, cs, _ in generate_in_chunks(backend, prompts, params, chunk_size) for c in cs]
         secs = time.perf_counter() - t0
-        return sum(c.prompt_tokens for c in comps), sum(c.completion_tokens for c in comps), secs
+        out = dict(prompt_tokens=sum(c.prompt_tokens for c in comps),
+                   generated_tokens=sum(c.completion_tokens for c in comps), seconds=secs, startup=load,
+                   texts=[c.text for c in comps])
+        if profile:
+            t0 = time.perf_counter()
+            for _ in generate_in_chunks(backend, prompts, replace(params, max_new_tokens=1), chunk_size):
+                pass
+            out["prompt_seconds"] = time.perf_counter() - t0
+        return out
     finally:
         backend.close()
 
@@ -111,7 +132,9 @@ def raw_xllamacpp(gguf, prompts, warm, params, threads, parallel, settings):
         p.flash_attn_type = xllamacpp.llama_flash_attn_type.LLAMA_FLASH_ATTN_TYPE_DISABLED
         sampling["cache_prompt"] = False
     p.verbosity, p.ui = 1, False
+    t_load = time.perf_counter()
     server = xllamacpp.Server(p)
+    load = time.perf_counter() - t_load
 
     def one(i_text, max_new):
         i, text = i_text
@@ -128,7 +151,8 @@ def raw_xllamacpp(gguf, prompts, warm, params, threads, parallel, settings):
             t0 = time.perf_counter()
             counts = list(pool.map(lambda x: one(x, params.max_new_tokens), enumerate(prompts)))
             secs = time.perf_counter() - t0
-        return sum(c[0] for c in counts), sum(c[1] for c in counts), secs
+        return dict(prompt_tokens=sum(c[0] for c in counts), generated_tokens=sum(c[1] for c in counts),
+                    seconds=secs, startup=load)
     finally:
         del server
         gc.collect()
@@ -146,13 +170,102 @@ def versions():
     return out
 
 
+def prompts_for(model, rows, n_warm, a):
+    """The rows' distillation prompts exactly as ``sdft distill`` renders them, then the warm-up rows after them."""
+    from sdft.config import DistillConfig
+    from sdft.distillation.distill import plan
+    from sdft.models import load_tokenizer, resolve_model
+    from sdft.templates import render, resolve_prompt_format
+
+    ref = resolve_model(model, log=lambda m: print(m, file=sys.stderr))
+    cfg = DistillConfig(data="gsm8k_train", out="-", task="gsm8k", model=model, decoding=a.decoding,
+                        max_new_tokens=a.max_new_tokens, limit=rows + n_warm, prompt_format=a.prompt_format)
+    p = plan(cfg)  # rows, template and decoding exactly as `sdft distill` would choose them
+    tok = load_tokenizer(ref)
+    fmt = resolve_prompt_format(tok, cfg.prompt_format)
+    texts = [render(p.template, ex.instruction, ex.input, ex.output, history=ex.history, prompt_format=fmt,
+                    layout=cfg.layout, tokenizer=tok) for ex in (p.examples[i] for i in p.indices)]
+    return ref, p, fmt, texts[:rows], texts[rows:]
+
+
+def summarise(name, r, rows):
+    out = {"method": name, "prompts": rows, **{k: v for k, v in r.items() if k != "texts"}}
+    secs = r["seconds"]
+    out["tokens_per_s"] = round(r["generated_tokens"] / secs, 2) if secs else None
+    out["rows_per_s"] = round(rows / (secs + r["startup"]), 4)
+    if "prompt_seconds" in r:  # the profile: prompt processing vs decoding in this pass
+        ps = r["prompt_seconds"]
+        out["profile"] = {"prompt_seconds": round(ps, 2), "decode_seconds": round(max(secs - ps, 0.0), 2),
+                          "prompt_share": round(min(ps / secs, 1.0), 3) if secs else None,
+                          "prompt_tokens_per_s": round(r["prompt_tokens"] / ps, 1) if ps else None,
+                          "decode_tokens_per_s": round(r["generated_tokens"] / (secs - ps), 1) if secs > ps else None}
+    return out
+
+
+def bench_model(model, rows, a, skip, weights):
+    n_warm = max(a.batch_size, a.parallel)  # warm-up rows: enough to fill one batch / every slot
+    ref, p, fmt, prompts, warm = prompts_for(model, rows, n_warm, a)
+    params = p.decoding
+    runs = {
+        "a": lambda: naive_hf(ref.hf_dir, prompts, warm, params, a.threads),
+        "b": lambda: sdft_backend("hf", ref, prompts, warm, params, a.threads, a.chunk_size, batch_size=a.batch_size),
+        **{f"c:{w}": (lambda w=w: sdft_backend("llamacpp", ref, prompts, warm, params, a.threads, a.chunk_size,
+                                                 profile=True, parallel=a.parallel, weights=w)) for w in weights},
+        "d": lambda: raw_xllamacpp(ref.gguf, prompts, warm, params, a.threads, a.parallel, a.raw_settings),
+    }
+    results, texts = {}, {}
+    for m in [m for m in runs if m.split(":")[0] not in skip]:
+        print(f"[{model}] running ({m}) {NAMES[m.split(':')[0]]} ...", file=sys.stderr, flush=True)
+        r = runs[m]()
+        gc.collect()
+        texts[m] = r.get("texts")
+        results[m] = summarise(NAMES[m.split(":")[0]] + (f", {m[2:]} weights" if ":" in m else ""), r, len(prompts))
+    greedy_same = None
+    if params.greedy and texts.get("c:native") is not None:  # how far each weight type moves greedy answers
+        greedy_same = {m: sum(x == y for x, y in zip(t, texts["c:native"])) for m, t in texts.items()
+                       if m.startswith("c:") and t is not None}
+    return {"model": {"name": ref.name, "hf_dir": str(ref.hf_dir), "gguf": str(ref.gguf)}, "rows": len(prompts),
+            "row_indices": p.indices[:rows], "template": p.template.name, "prompt_format": fmt,
+            "decoding": params.to_dict(), "results": results, "greedy_equal_to_native": greedy_same,
+            "ratios": ratios(results)}
+
+
+def ratios(results):
+    out = {}
+    c_best = max((m for m in results if m.startswith("c:")), key=lambda m: results[m]["rows_per_s"], default=None)
+    for label, num, den, target in TARGETS:
+        num = c_best if num == "c" and den == "a" else ("c:native" if num == "c" else num)
+        tn, td = (results.get(x, {}).get("rows_per_s" if label == "c/a" else "tokens_per_s") for x in (num, den))
+        value = round(tn / td, 3) if tn and td else None
+        out[label] = {"value": value, "target": target, "numerator": num,
+                      "unit": "rows/s with start-up" if label == "c/a" else "tokens/s",
+                      "pass": None if value is None else value >= target}
+    return out
+
+
+def print_model(res):
+    print(f"\nmodel {res['model']['name']}: {res['rows']} GSM8K rows ({res['template']}, {res['prompt_format']} "
+          f"format)")
+    print(f"{'method':<46} {'gen tok':>8} {'gen s':>7} {'tok/s':>7} {'start s':>7} {'rows/s':>7} "
+          f"{'prompt s':>8} {'prompt tok/s':>12} {'decode tok/s':>12}")
+    for m, r in res["results"].items():
+        pr = r.get("profile") or {}
+        print(f"({m}) {r['method']:<41} {r['generated_tokens']:>8} {r['seconds']:>7.1f} {r['tokens_per_s'] or 0:>7.1f} "
+              f"{r['startup']:>7.1f} {r['rows_per_s']:>7.3f} {pr.get('prompt_seconds', float('nan')):>8.1f} "
+              f"{pr.get('prompt_tokens_per_s') or float('nan'):>12.1f} {pr.get('decode_tokens_per_s') or float('nan'):>12.1f}")
+    if res["greedy_equal_to_native"]:
+        print("greedy answers equal to c:native: " + ", ".join(f"{m} {n}/{res['rows']}"
+                                                            for m, n in res["greedy_equal_to_native"].items()))
+
+
 def main() -> None:
     from sdft.config import DistillConfig
+    from sdft.generation.gguf_weights import WEIGHT_TYPES
     from sdft.generation.llamacpp import LlamaCppBackend
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="smollm2-135m", help="embedded alias (or .gguf / HF folder with a GGUF)")
-    ap.add_argument("--rows", type=int, default=64, help="the first N GSM8K train rows")
+    ap.add_argument("--models", default="smollm2-135m,qwen2.5-coder-0.5b", help="embedded aliases, comma-separated")
+    ap.add_argument("--rows", default="24,8", help="GSM8K train rows per model (one number, or one per model)")
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--decoding", default="greedy", choices=["greedy", "authors"])
     ap.add_argument("--prompt-format", default="auto", choices=["auto", "chat", "raw"])
@@ -161,6 +274,7 @@ def main() -> None:
     ap.add_argument("--chunk-size", type=int, default=DistillConfig.chunk_size, help="rows per generate call (b, c)")
     ap.add_argument("--parallel", type=int, default=inspect.signature(LlamaCppBackend).parameters["parallel"].default,
                     help="llama.cpp slots (c, d); default: the backend's")
+    ap.add_argument("--weights", default=",".join(WEIGHT_TYPES), help="llama.cpp weight types, one (c) arm each")
     ap.add_argument("--raw-settings", default="matched", choices=["matched", "library"],
                     help="(d): flash attention and prompt cache off as in sdft's backend, or xllamacpp's defaults")
     ap.add_argument("--skip", action="append", default=[], help="methods to skip, e.g. --skip a or --skip a,b")
@@ -169,71 +283,41 @@ def main() -> None:
     skip = {m for s in a.skip for m in s.split(",") if m}
     if skip - set(NAMES):
         ap.error(f"--skip: unknown method(s) {sorted(skip - set(NAMES))}; use a, b, c, d")
+    weights = [w for w in a.weights.split(",") if w]
+    if set(weights) - set(WEIGHT_TYPES):
+        ap.error(f"--weights: use {', '.join(WEIGHT_TYPES)}")
+    models = [m for m in a.models.split(",") if m]
+    rows = [int(x) for x in a.rows.split(",")]
+    rows = rows * len(models) if len(rows) == 1 else rows
+    if len(rows) != len(models):
+        ap.error("--rows: one number, or one per model")
 
     import torch
 
-    from sdft.distillation.distill import plan
-    from sdft.models import load_tokenizer, resolve_model
-    from sdft.templates import default_prompt_format, render
-
     torch.set_num_threads(a.threads)
-    n_warm = max(a.batch_size, a.parallel)  # warm-up rows: enough to fill one batch / every slot
-    ref = resolve_model(a.model, log=lambda m: print(m, file=sys.stderr))
-    cfg = DistillConfig(data="gsm8k_train", out="-", task="gsm8k", model=a.model, decoding=a.decoding,
-                        max_new_tokens=a.max_new_tokens, limit=a.rows + n_warm, prompt_format=a.prompt_format)
-    p = plan(cfg)  # rows, template and decoding exactly as `sdft distill` would choose them
-    tok = load_tokenizer(ref)
-    fmt = default_prompt_format(tok) if cfg.prompt_format == "auto" else cfg.prompt_format
-    texts = [render(p.template, ex.instruction, ex.input, ex.output, history=ex.history, prompt_format=fmt,
-                    layout=cfg.layout, tokenizer=tok) for ex in (p.examples[i] for i in p.indices)]
-    prompts, warm = texts[:a.rows], texts[a.rows:]  # timed rows, then the warm-up rows that follow them
-    params = p.decoding
-
-    runs = {
-        "a": lambda: naive_hf(ref.hf_dir, prompts, warm, params, a.threads),
-        "b": lambda: sdft_backend("hf", ref, prompts, warm, params, a.threads, a.chunk_size, batch_size=a.batch_size),
-        "c": lambda: sdft_backend("llamacpp", ref, prompts, warm, params, a.threads, a.chunk_size,
-                                  parallel=a.parallel),
-        "d": lambda: raw_xllamacpp(ref.gguf, prompts, warm, params, a.threads, a.parallel, a.raw_settings),
-    }
     load_start = os.getloadavg()
-    results = {}
-    for m in [m for m in runs if m not in skip]:
-        print(f"running ({m}) {NAMES[m]} ...", file=sys.stderr, flush=True)
-        n_prompt, n_gen, secs = runs[m]()
-        gc.collect()
-        results[m] = {"method": NAMES[m], "prompts": len(prompts), "prompt_tokens": n_prompt,
-                      "generated_tokens": n_gen, "seconds": round(secs, 3),
-                      "tokens_per_s": round(n_gen / secs, 2) if secs else None}
-
-    print(f"\nmodel {ref.name}, {len(prompts)} GSM8K rows ({p.template.name}, {fmt} format), {a.decoding}, "
-          f"max {a.max_new_tokens} new tokens, {a.threads} threads, hf batch {a.batch_size}, "
+    per_model = [bench_model(m, n, a, skip, weights) for m, n in zip(models, rows)]
+    load_end = os.getloadavg()
+    print(f"\n{a.decoding}, max {a.max_new_tokens} new tokens, {a.threads} threads, hf batch {a.batch_size}, "
           f"llama.cpp {a.parallel} slots, chunks of {a.chunk_size}, raw settings {a.raw_settings}; "
-          f"{os.cpu_count()} CPUs, load average {load_start[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end")
-    print(f"{'method':<34} {'prompts':>7} {'gen tokens':>10} {'seconds':>9} {'tokens/s':>9}")
-    for m, r in results.items():
-        print(f"({m}) {r['method']:<30} {r['prompts']:>7} {r['generated_tokens']:>10} {r['seconds']:>9.2f} "
-              f"{r['tokens_per_s'] or 0:>9.2f}")
-    ratios = {}
-    for label, num, den, target in TARGETS:
-        tn, td = (results.get(x, {}).get("tokens_per_s") for x in (num, den))
-        value = round(tn / td, 3) if tn and td else None
-        ratios[label] = {"value": value, "target": target,
-                         "pass": None if value is None else value >= target}
-        verdict = "n/a (skipped)" if value is None else f"{value:.2f}  {'PASS' if value >= target else 'FAIL'}"
-        print(f"{label} >= {target:<4} {verdict}")
+          f"{os.cpu_count()} CPUs, load average {load_start[0]:.1f} at start, {load_end[0]:.1f} at end")
+    for res in per_model:
+        print_model(res)
+    print()
+    for res in per_model:  # the ratios last
+        for label, r in res["ratios"].items():
+            verdict = "n/a (skipped)" if r["value"] is None else f"{r['value']:.2f}  {'PASS' if r['pass'] else 'FAIL'}"
+            print(f"{res['model']['name']:<20} {label} ({r['numerator']}, {r['unit']}) >= {r['target']:<4} {verdict}")
 
     if a.json:
         report = {
             "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                         "platform": platform.platform(), "processor": platform.processor(),
-                        "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
-            "versions": versions(), "model": {"name": ref.name, "hf_dir": str(ref.hf_dir), "gguf": str(ref.gguf)},
-            "rows": len(prompts), "row_indices": p.indices[:a.rows], "template": p.template.name, "prompt_format": fmt,
-            "decoding": params.to_dict(), "max_new_tokens": a.max_new_tokens, "threads": a.threads,
-            "warmup_rows": n_warm, "batch_size": a.batch_size, "chunk_size": a.chunk_size, "parallel": a.parallel,
-            "raw_settings": a.raw_settings, "results": results, "ratios": ratios,
+                        "loadavg_start": load_start, "loadavg_end": load_end},
+            "versions": versions(), "max_new_tokens": a.max_new_tokens, "threads": a.threads,
+            "batch_size": a.batch_size, "chunk_size": a.chunk_size, "parallel": a.parallel,
+            "raw_settings": a.raw_settings, "weights": weights, "models": per_model,
         }
         with open(a.json, "w") as f:
             json.dump(report, f, indent=2)

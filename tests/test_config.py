@@ -91,3 +91,10 @@ def test_run_only_changes_leave_fingerprints_alone():
     b = build(EvalConfig, {"out": "elsewhere", "batch_size": 3, "workers": 2, "threads": 1, "cache_dir": "/c"})
     assert fingerprint(a) == fingerprint(b)
     assert fingerprint(a) != fingerprint(build(EvalConfig, {"out": "o", "seed": 1}))
+
+
+def test_a_late_option_at_its_default_keeps_old_fingerprints():
+    cfg = DistillConfig(data="d", out="o")
+    assert "weights" not in fingerprint(cfg)  # folders made before --weights existed still resume
+    assert fingerprint(dataclasses.replace(cfg, weights="f16"))["weights"] == "f16"  # any other value is compared
+    assert meta(next(f for f in dataclasses.fields(EvalConfig) if f.name == "weights"))["late"]

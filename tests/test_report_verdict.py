@@ -126,3 +126,15 @@ def test_frames_split_the_score_table_and_pairings(tmp_path):
     assert {r[0] for r in rows} == {"seed", "vanilla", "sdft[train]", "sdft[release]"}
     assert all(r[3] == "2" for r in rows if r[0] != "seed")  # two seeds each, never the two frames merged
     assert ("vanilla", "sdft[release]") in pairings(data) and ("vanilla", "sdft[train]") in pairings(data)
+
+
+def test_gate_compares_a_frame_run_for_fewer_seeds_on_its_own_seeds():
+    def gap(seed, frame, orig, dist):
+        return {"meta": {"dataset": None, "seed": seed, "frame": frame},
+                "gap": {"original": {"n": 4, "mean_nll": orig}, "distilled": {"n": 4, "mean_nll": dist}}}
+
+    data = {"datasets": [], "gaps": [gap(1, "train", 2.0, 1.5), gap(2, "train", 3.0, 2.0), gap(1, "self", 2.0, 1.0),
+                                      gap(2, "self", 3.0, 1.0), gap(1, "release", 2.0, 1.4)]}
+    rel, train = sorted(gate_lines(data))
+    assert "(release frame, 1 seed)" in rel and "1.400 vs originals 2.000 vs self 1.000 — gate passed" in rel
+    assert "(train frame)" in train and "1.750 vs originals 2.500 vs self 1.000 — gate passed" in train

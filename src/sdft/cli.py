@@ -36,6 +36,7 @@ def _run(fn: Callable):
     """Run ``fn`` turning expected errors into one clear message (no traceback)."""
     from sdft.options import ConfigError
     from sdft.data import DataError
+    from sdft.evaluation.sandbox.base import SandboxUnavailable
     from sdft.generation.openai_compat import ServerError
     from sdft.models import ModelError
     from sdft.store import RunConflict
@@ -45,7 +46,7 @@ def _run(fn: Callable):
     try:
         return fn()
     except (ConfigError, DataError, ModelError, RunConflict, TemplateError, TrainError, ValueError,
-            FileNotFoundError, ServerError) as e:
+            FileNotFoundError, ServerError, SandboxUnavailable) as e:
         _fail(str(e))
     except KeyboardInterrupt:
         raise typer.Exit(130)

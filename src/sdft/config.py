@@ -73,6 +73,13 @@ def _overwrite() -> Any:
     return opt(False, "replace a run made with a different config (removes only what sdft wrote)", run_only=True)
 
 
+def _weights() -> Any:
+    return opt("native", "llama.cpp: the weight type it runs: native (the GGUF as shipped) | q8_0 | f16 | f32 (a copy "
+                         "made once in the model cache; faster prompt processing on some CPUs, see BENCHMARKS.md; "
+                         "answers may differ from native at near-ties)", choices=("native", "q8_0", "f16", "f32"),
+               late=True)
+
+
 def _deterministic() -> Any:
     return opt(False, "bit-reproducible runs: one llama.cpp slot, one hf row per forward pass, every row seeded by "
                       "its index, torch deterministic algorithms (slower; docs/reproducibility.md)", run_only=True)
@@ -134,6 +141,7 @@ class DistillConfig(ScaleOptions):
     batch_size: int = _batch_size()
     chunk_size: int = _chunk_size()
     threads: int | None = _threads()
+    weights: str = _weights()
     cache_dir: str | None = _cache_dir()
     trust_remote_code: bool = _trust()
     deterministic: bool = _deterministic()
@@ -238,6 +246,7 @@ class EvalConfig(ScaleOptions):
     chunk_size: int = _chunk_size()
     workers: int | None = opt(None, "parallel sandboxes for code tasks", run_only=True, min=1)
     threads: int | None = _threads()
+    weights: str = _weights()
     cache_dir: str | None = _cache_dir()
     trust_remote_code: bool = _trust()
     deterministic: bool = _deterministic()

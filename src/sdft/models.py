@@ -186,6 +186,16 @@ def load_tokenizer(model: ResolvedModel, trust_remote_code: bool = False):
     return tok
 
 
+def model_and_tokenizer(name: str, cache_dir: str | None, trust_remote_code: bool, backend, tokenizer,
+                        log: Callable[[str], None] = print) -> tuple[ResolvedModel | None, object]:
+    """The model a stage generates with and its tokenizer; nothing is loaded when the caller passes a backend and
+    a tokenizer (then the model is None)."""
+    if backend is not None and tokenizer is not None:
+        return None, tokenizer
+    model = resolve_model(name, cache_dir, log=log)
+    return model, tokenizer or load_tokenizer(model, trust_remote_code)
+
+
 def pick_dtype(name: str = "auto"):
     """``auto``: bfloat16 on a CUDA GPU that supports it, else float32 (bf16 is emulated and slow on CPUs
     without bf16 instructions, see offline-models.md)."""

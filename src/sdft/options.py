@@ -25,13 +25,15 @@ class ConfigError(ValueError):
 
 def opt(default: Any = dataclasses.MISSING, help: str = "", *, run_only: bool = False, extends: bool = False,
         choices: tuple | None = None, min: float | None = None, factory: Any = None, cli: bool = True,
-        flag: str | None = None) -> Any:
+        flag: str | None = None, late: bool = False) -> Any:
     """A config field with its one description. ``run_only``: cannot change a result (left out of every hash and
     folder-reuse check). ``extends``: changes what a run computes but a run folder may be continued with another
     value (it holds results per value, e.g. ``limit`` or ``tasks``): left out of the folder-reuse check, kept in
-    experiment stage hashes. ``cli=False``: YAML only. ``flag``: the CLI name when it differs (e.g. ``check``)."""
+    experiment stage hashes. ``cli=False``: YAML only. ``flag``: the CLI name when it differs (e.g. ``check``).
+    ``late``: an option added after runs existed; at its default it is left out of the folder fingerprint, so a
+    folder made before it still resumes (a non-default value is compared as any other)."""
     md = {"help": help, "run_only": run_only, "extends": extends, "choices": choices, "min": min, "cli": cli,
-          "flag": flag}
+          "flag": flag, "late": late}
     if factory is not None:
         return field(default_factory=factory, metadata=md)
     return field(default=default, metadata=md)
@@ -39,7 +41,7 @@ def opt(default: Any = dataclasses.MISSING, help: str = "", *, run_only: bool = 
 
 def meta(f: dataclasses.Field) -> dict[str, Any]:
     return {"help": "", "run_only": False, "extends": False, "choices": None, "min": None, "cli": True, "flag": None,
-            **f.metadata}
+            "late": False, **f.metadata}
 
 
 def run_only(cls: type) -> frozenset[str]:
@@ -56,7 +58,8 @@ def fingerprint(cfg: Any) -> dict[str, Any]:
     """``cfg`` as a dict without the options a run folder may change (:func:`folder_free`): what the folder-reuse
     check compares."""
     skip = folder_free(type(cfg))
-    return {k: v for k, v in to_dict(cfg).items() if k not in skip}
+    late = {f.name: f.default for f in fields(type(cfg)) if meta(f)["late"]}
+    return {k: v for k, v in to_dict(cfg).items() if k not in skip and not (k in late and v == late[k])}
 
 
 def hashable(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:

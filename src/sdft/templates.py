@@ -206,3 +206,8 @@ def bos_prefix(tokenizer: Any) -> str:
 
 def default_prompt_format(tokenizer: Any) -> str:
     return "chat" if tokenizer is not None and getattr(tokenizer, "chat_template", None) else "raw"
+
+
+def resolve_prompt_format(tokenizer: Any, prompt_format: str) -> str:
+    """``auto``: chat when the tokenizer has a chat template, else raw; any other value as it is."""
+    return default_prompt_format(tokenizer) if prompt_format == "auto" else prompt_format

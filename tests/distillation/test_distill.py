@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from backend_helpers import Scripted
+
 from sdft.config import DistillConfig
 
 from sdft.options import ConfigError, load
 from sdft.distillation.distill import RunConflict, decide, distill
-from sdft.generation import Completion
 from sdft.distillation.checks import banned_phrases, gsm8k_answer, strip_chatter
 
 GSM = [
@@ -24,22 +25,6 @@ GSM = [
     {"question": "What is 5 plus 5?", "answer": "5+5=10\nThe answer is 10."},
 ]
 
-
-class Scripted:
-    """A backend returning fixed completions, recording the prompts it was sent."""
-
-    name = "scripted"
-
-    def __init__(self, replies):
-        self.replies, self.prompts = replies, []
-
-    def generate(self, prompts, params):
-        out = []
-        for p in prompts:
-            self.prompts.append(p)
-            text, finish = self.replies[len(self.prompts) - 1]
-            out.append(Completion(text, finish, 10, 5))
-        return out
 
     def close(self):
         pass

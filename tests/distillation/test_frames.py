@@ -5,10 +5,11 @@ import json
 
 import pytest
 
+from backend_helpers import Scripted
+
 from sdft.config import DistillConfig
 from sdft.distillation.distill import decide, distill
 from sdft.distillation.checks import banned_phrases
-from sdft.generation import Completion
 from sdft.prompts import framed_prompt, guidance, training_prompt
 from sdft.templates import TEMPLATES, render
 from sdft.training.common import tokenize
@@ -19,20 +20,6 @@ ROWS = [{"instruction": "Name a colour.", "input": "", "output": "Red. KEEP"},
 # SmolLM2's chat template inserts this system turn when a conversation has none (as Qwen's does)
 DEFAULT_SYSTEM = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
 
-
-class Scripted:
-    name = "scripted"
-
-    def __init__(self, replies):
-        self.replies, self.prompts = replies, []
-
-    def generate(self, prompts, params):
-        out = []
-        for p in prompts:
-            self.prompts.append(p)
-            text, finish = self.replies[(len(self.prompts) - 1) % len(self.replies)]
-            out.append(Completion(text, finish, 10, 5))
-        return out
 
 
 def data_file(tmp_path):

@@ -25,12 +25,12 @@ from sdft.options import fingerprint as config_fingerprint
 from sdft.data import Example, Source, file_sha256, load_examples, resolve_source, select_indices
 from sdft.generation import (DECODING_PRESETS, GenerationParams, executor_options, generate_in_chunks, make_backend,
                              pick_backend)
-from sdft.models import ResolvedModel, load_tokenizer, resolve_model
+from sdft.models import ResolvedModel, model_and_tokenizer
 from sdft.store import (RecordScan, RecordWriter, RunConflict, atomic_write_json, guard_run_folder, quarantine_path,
                         read_json, read_records, run_lock, scan_records)
 from sdft.distillation.tasks import Task, get_task
 from sdft.prompts import framed_prompt
-from sdft.templates import Template, default_prompt_format, get_template
+from sdft.templates import Template, get_template, resolve_prompt_format
 
 ROWS, MANIFEST, CONFIG = "rows.jsonl", "manifest.json", "config.json"
 
@@ -227,11 +227,10 @@ def _distill(cfg: DistillConfig, p: Plan, *, progress: bool, backend, tokenizer,
     fp = fingerprint(cfg, p.input_sha256)
     guard_run_folder(out, fp, cfg.overwrite, [ROWS, MANIFEST, "distilled.json", "original.json", "dataset_info.json"])
     out.mkdir(parents=True, exist_ok=True)
-    gen_model: ResolvedModel | None = None
-    if backend is None or tokenizer is None:
-        gen_model = resolve_model(cfg.teacher or cfg.model, cfg.cache_dir, log=log)
-        tokenizer = tokenizer or load_tokenizer(gen_model, cfg.trust_remote_code)
-    fmt = default_prompt_format(tokenizer) if cfg.prompt_format == "auto" else cfg.prompt_format
+    gen_model: ResolvedModel | None
+    gen_model, tokenizer = model_and_tokenizer(cfg.teacher or cfg.model, cfg.cache_dir, cfg.trust_remote_code,
+                                               backend, tokenizer, log)
+    fmt = resolve_prompt_format(tokenizer, cfg.prompt_format)
     atomic_write_json(out / CONFIG, {"fingerprint": fp, "config": to_dict(cfg), "prompt_format": fmt})
 
     scan = scan_records(out / ROWS)  # a damaged line loses only its row, which is made again below
@@ -279,8 +278,9 @@ def _distill(cfg: DistillConfig, p: Plan, *, progress: bool, backend, tokenizer,
     if pending:
         if backend is None:
             assert gen_model is not None
-            backend = make_backend(pick_backend(cfg.backend, gen_model), gen_model, batch_size=cfg.batch_size, tokenizer=tokenizer,
-                                   trust_remote_code=cfg.trust_remote_code, threads=cfg.threads,
+            backend = make_backend(pick_backend(cfg.backend, gen_model), gen_model, batch_size=cfg.batch_size,
+                                   tokenizer=tokenizer, trust_remote_code=cfg.trust_remote_code, threads=cfg.threads,
+                                   weights=cfg.weights, cache_dir=cfg.cache_dir,
                                    deterministic=deterministic, **server_options(cfg), **executor_options(cfg))
         from sdft.progress import DistillProgress
 

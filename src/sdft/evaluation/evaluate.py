@@ -23,11 +23,11 @@ from sdft.evaluation.task_data import load_samples, parse_task_data
 from sdft.evaluation.task_file import data_fingerprint, resolve_tasks
 from sdft.generation import (DECODING_PRESETS, GenerationParams, executor_options, generate_in_chunks, make_backend,
                              pick_backend)
-from sdft.models import load_tokenizer, resolve_model
+from sdft.models import model_and_tokenizer
 from sdft.evaluation.scoring import default_workers, score_samples, write_results
 from sdft.evaluation.tables import results_markdown
 from sdft.store import RecordWriter, atomic_write_json, atomic_write_text, guard_run_folder, read_records, run_lock
-from sdft.templates import default_prompt_format
+from sdft.templates import resolve_prompt_format
 
 GENERATIONS = "generations.jsonl"
 
@@ -65,11 +65,8 @@ def _evaluate(cfg: EvalConfig, tasks: list[EvalTask], *, progress: bool, backend
               log: Callable[[str], None], deterministic: bool) -> list[dict[str, Any]]:
     judge = None
     out = Path(cfg.out)
-    model = None
-    if backend is None or tokenizer is None:
-        model = resolve_model(cfg.model, cfg.cache_dir, log=log)
-        tokenizer = tokenizer or load_tokenizer(model, cfg.trust_remote_code)
-    fmt = default_prompt_format(tokenizer) if cfg.prompt_format == "auto" else cfg.prompt_format
+    model, tokenizer = model_and_tokenizer(cfg.model, cfg.cache_dir, cfg.trust_remote_code, backend, tokenizer, log)
+    fmt = resolve_prompt_format(tokenizer, cfg.prompt_format)
     backend_name = getattr(backend, "name", None) or pick_backend(cfg.backend, model, cfg.adapter)
     fp = fingerprint(cfg)
     if fp.get("api_model") is None:  # runs made before --api-model existed still resume
@@ -96,7 +93,8 @@ def _evaluate(cfg: EvalConfig, tasks: list[EvalTask], *, progress: bool, backend
                 if backend is None:
                     backend = make_backend(backend_name, model, adapter=cfg.adapter, batch_size=cfg.batch_size,
                                            tokenizer=tokenizer, trust_remote_code=cfg.trust_remote_code,
-                                           threads=cfg.threads, deterministic=deterministic,
+                                           threads=cfg.threads, deterministic=deterministic, weights=cfg.weights,
+                                           cache_dir=cfg.cache_dir,
                                            **server_options(cfg), **executor_options(cfg))
                 prompts = [task.prompt(s, prompt_format=fmt, tokenizer=tokenizer, layout=cfg.layout) for s in todo]
                 from sdft.progress import simple_progress

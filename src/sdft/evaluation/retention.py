@@ -56,15 +56,12 @@ def seed_answers(cfg: RetentionConfig, *, backend=None, tokenizer=None, log: Cal
     ``<out>/<task>/answers.jsonl`` (resumable). No judge and no scoring: any task with prompts works."""
     from sdft.evaluation.benchmarks import get_eval_task
     from sdft.generation import DECODING_PRESETS, generate_in_chunks, make_backend, pick_backend
-    from sdft.models import load_tokenizer, resolve_model
-    from sdft.templates import default_prompt_format
+    from sdft.models import model_and_tokenizer
+    from sdft.templates import resolve_prompt_format
 
     out = Path(cfg.out)
-    model = None
-    if backend is None or tokenizer is None:
-        model = resolve_model(cfg.model, cfg.cache_dir, log=log)
-        tokenizer = tokenizer or load_tokenizer(model, cfg.trust_remote_code)
-    fmt = default_prompt_format(tokenizer) if cfg.prompt_format == "auto" else cfg.prompt_format
+    model, tokenizer = model_and_tokenizer(cfg.model, cfg.cache_dir, cfg.trust_remote_code, backend, tokenizer, log)
+    fmt = resolve_prompt_format(tokenizer, cfg.prompt_format)
     try:
         for name in cfg.tasks:
             task = get_eval_task(name)

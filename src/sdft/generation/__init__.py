@@ -30,7 +30,10 @@ def make_backend(name: str, model: Any, *, executor: str = "local", ray_address:
                  concurrency: int | None = None, **kwargs: Any) -> Backend:
     """Build a backend for a :class:`sdft.models.ResolvedModel`. ``executor="ray"``: the same backend spread over
     a Ray cluster as a Ray Data pipeline (:class:`sdft.generation.ray_data.RayDataBackend`; each actor builds its
-    own backend with this function, loading its own tokenizer)."""
+    own backend with this function, loading its own tokenizer). ``weights`` other than native: llamacpp only."""
+    if kwargs.get("weights", "native") != "native" and name != "llamacpp":
+        raise ValueError(f"--weights {kwargs['weights']} is a llama.cpp setting; backend {name!r} runs the model's "
+                         f"own weights (use --backend llamacpp, or --weights native)")
     if executor == "ray":
         from functools import partial
 

@@ -122,11 +122,15 @@ class LlamaCppBackend:
         self.stats = {"generated_tokens": 0, "prompt_tokens": 0, "seconds": 0.0}
 
     @classmethod
-    def from_model(cls, model, **kwargs) -> "LlamaCppBackend":
-        """From a :class:`sdft.models.ResolvedModel`."""
+    def from_model(cls, model, *, weights: str = "native", cache_dir: str | None = None,
+                   **kwargs) -> "LlamaCppBackend":
+        """From a :class:`sdft.models.ResolvedModel`; ``weights``: the weight type to run
+        (:mod:`sdft.generation.gguf_weights`: native, or a copy in q8_0 / f16 / f32 made once)."""
         if model.gguf is None:
             raise ValueError(f"model {model.name} has no GGUF file; use --backend hf")
-        return cls(str(model.gguf), **kwargs)
+        from sdft.generation.gguf_weights import weights_gguf
+
+        return cls(str(weights_gguf(model.gguf, weights, cache_dir)), **kwargs)
 
     def _call(self, method: str, route: str, body: dict | None = None) -> dict:
         data = None if body is None else json.dumps(body).encode()

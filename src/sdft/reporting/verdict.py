@@ -61,20 +61,25 @@ def gate_lines(data: dict) -> list[str]:
         if not gaps:
             continue
         frame = lambda g: g["meta"].get("frame") or g["gap"].get("frame") or "release"  # noqa: E731
-        orig = statistics.mean(g["gap"]["original"]["mean_nll"] for g in gaps)
-        selfs = [g["gap"]["distilled"]["mean_nll"] for g in gaps if frame(g) == "self"]
-        z = statistics.mean(selfs) if selfs else None
-        sdft = {}
+        sdft: dict[str, list[dict]] = {}
         for g in gaps:
             if frame(g) != "self":
-                sdft.setdefault(frame(g), []).append(g["gap"]["distilled"]["mean_nll"])
-        for fr, xs in sorted(sdft.items()):
-            x = statistics.mean(xs)
-            head = (f"{ds}: " if len(data["datasets"]) > 1 and ds else "") + \
-                f"SDFT targets' ({fr} frame) seed NLL under the training prompt: {x:.3f} vs originals {orig:.3f}"
-            if z is None:
+                sdft.setdefault(frame(g), []).append(g)
+        for fr, own in sorted(sdft.items()):
+            seeds = {g["meta"].get("seed") for g in own}  # a frame run for fewer seeds is compared on its seeds
+            same = [g for g in gaps if g["meta"].get("seed") in seeds]
+            orig = statistics.mean(g["gap"]["original"]["mean_nll"] for g in same)
+            selfs = [g["gap"]["distilled"]["mean_nll"] for g in same if frame(g) == "self"]
+            x = statistics.mean(g["gap"]["distilled"]["mean_nll"] for g in own)
+            n_seeds = f", {len(seeds)} seed{'s' if len(seeds) > 1 else ''}" if len(seeds) < len(
+                {g["meta"].get("seed") for g in gaps}) else ""
+            head = (f"{ds}: " if len(data["datasets"]) > 1 and ds else "") + (
+                f"SDFT targets' ({fr} frame{n_seeds}) seed NLL under the training prompt: {x:.3f} vs originals "
+                f"{orig:.3f}")
+            if not selfs:
                 out.append(head + " (no self arm: the gate needs one)")
                 continue
+            z = statistics.mean(selfs)
             ok = orig > z and (orig - x) >= GATE_SHARE * (orig - z)
             out.append(head + f" vs self {z:.3f} — gate {'passed' if ok else 'failed'} (SDFT must be well below the "
                        f"originals and near self: at least {GATE_SHARE:.0%} of the way from originals to self)")
