@@ -138,3 +138,27 @@ def test_gate_compares_a_frame_run_for_fewer_seeds_on_its_own_seeds():
     rel, train = sorted(gate_lines(data))
     assert "(release frame, 1 seed)" in rel and "1.400 vs originals 2.000 vs self 1.000 — gate passed" in rel
     assert "(train frame)" in train and "1.750 vs originals 2.500 vs self 1.000 — gate passed" in train
+
+
+def test_arm_against_arm_pools_matched_seeds_per_item(tmp_path):
+    from sdft.reporting.between import between_findings, between_lines
+    from sdft.reporting.report import collect, write_report
+
+    root = make_run(tmp_path / "run")
+    data = collect(root)
+    f = {(x["a"], x["b"], x["measure"]): x for x in between_findings(data)}
+    s = f[("vanilla", "sdft[train]", "score")]  # by hand: items 0-6 +1, item 7 +0.5, item 8 0, item 9 -0.5
+    assert s["mean"] == pytest.approx(70.0) and s["per_seed"] == [pytest.approx(70.0), pytest.approx(70.0)]
+    assert s["n"] == 10 and s["seeds"] == 2
+    r = f[("vanilla", "sdft[train]", "retention")]
+    hand = [statistics.mean(NLL[("sdft", "train", k)][i] - NLL[("vanilla", None, k)][i] for k in (1, 2))
+            for i in range(6)]
+    assert r["mean"] == pytest.approx(statistics.mean(hand)) and r["n"] == 6
+    assert ("sdft[release]", "sdft[train]", "score") not in f  # only the pairs the report compares
+    lines = between_lines(list(f.values()))
+    assert any(l.startswith("sdft[train] kept more of the seed model's own answers than vanilla on "
+                            "advbench-direct") for l in lines)
+    write_report(root)
+    md = (root / "report.md").read_text()
+    assert md.index("Between arms") < md.index("## Scores by arm")
+    assert "Arm against arm, pooled over seeds" in md and "| vanilla → sdft[train] |" in md

@@ -115,7 +115,7 @@ def merge(
     overwrite: bool = typer.Option(False, "--overwrite/--no-overwrite"),
 ) -> None:
     """Join the shards of a distillation into one dataset and one manifest."""
-    from sdft.distillation.distill import merge_shards
+    from sdft.distillation.merge import merge_shards
 
     _print_summary(_run(lambda: merge_shards(shards, out, overwrite)))
 

@@ -73,10 +73,12 @@ def _overwrite() -> Any:
     return opt(False, "replace a run made with a different config (removes only what sdft wrote)", run_only=True)
 
 
-def _weights() -> Any:
+def _weights(auto: bool = False) -> Any:
     return opt("native", "llama.cpp: the weight type it runs: native (the GGUF as shipped) | q8_0 | f16 | f32 (a copy "
                          "made once in the model cache; faster prompt processing on some CPUs, see BENCHMARKS.md; "
-                         "answers may differ from native at near-ties)", choices=("native", "q8_0", "f16", "f32"),
+                         "answers may differ from native at near-ties)"
+               + (" | auto (the fastest on this machine for this run's prompts, measured once and recorded)"
+                  if auto else ""), choices=("native", "q8_0", "f16", "f32") + (("auto",) if auto else ()),
                late=True)
 
 
@@ -141,7 +143,7 @@ class DistillConfig(ScaleOptions):
     batch_size: int = _batch_size()
     chunk_size: int = _chunk_size()
     threads: int | None = _threads()
-    weights: str = _weights()
+    weights: str = _weights(auto=True)
     cache_dir: str | None = _cache_dir()
     trust_remote_code: bool = _trust()
     deterministic: bool = _deterministic()

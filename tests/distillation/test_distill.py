@@ -26,10 +26,6 @@ GSM = [
 ]
 
 
-    def close(self):
-        pass
-
-
 def gsm_file(tmp_path):
     p = tmp_path / "gsm.json"
     p.write_text(json.dumps(GSM))
@@ -168,7 +164,7 @@ def test_killed_subprocess_resumes_with_every_row_once(tmp_path, tiny_model_dir)
 
 
 def test_shards_cover_every_row_once_and_merge(tmp_path, tokenizer):
-    from sdft.distillation.distill import merge_shards
+    from sdft.distillation.merge import merge_shards
 
     data = gsm_file(tmp_path)
     outs = []

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
@@ -27,7 +27,7 @@ from sdft.generation import (DECODING_PRESETS, GenerationParams, executor_option
                              pick_backend)
 from sdft.models import ResolvedModel, model_and_tokenizer
 from sdft.store import (RecordScan, RecordWriter, RunConflict, atomic_write_json, guard_run_folder, quarantine_path,
-                        read_json, read_records, run_lock, scan_records)
+                        read_records, run_lock, scan_records)
 from sdft.distillation.tasks import Task, get_task
 from sdft.prompts import framed_prompt
 from sdft.templates import Template, get_template, resolve_prompt_format
@@ -224,13 +224,25 @@ def distill(cfg: DistillConfig, *, progress: bool = True, backend=None, tokenize
 def _distill(cfg: DistillConfig, p: Plan, *, progress: bool, backend, tokenizer, log: Callable[[str], None],
              deterministic: bool) -> DistillResult:
     out = Path(cfg.out)
-    fp = fingerprint(cfg, p.input_sha256)
-    guard_run_folder(out, fp, cfg.overwrite, [ROWS, MANIFEST, "distilled.json", "original.json", "dataset_info.json"])
-    out.mkdir(parents=True, exist_ok=True)
     gen_model: ResolvedModel | None
     gen_model, tokenizer = model_and_tokenizer(cfg.teacher or cfg.model, cfg.cache_dir, cfg.trust_remote_code,
                                                backend, tokenizer, log)
     fmt = resolve_prompt_format(tokenizer, cfg.prompt_format)
+
+    def prompt_of(ex: Example) -> str:  # frame release: the distillation template's prompt, as the authors
+        return framed_prompt(cfg.frame, {"instruction": ex.instruction, "input": ex.input, "history": ex.history},
+                             ex.output, p.train_template, p.template, prompt_format=fmt, layout=cfg.layout,
+                             tokenizer=tokenizer)
+
+    if cfg.weights == "auto":  # measured on this machine (once); the run records the type it chose
+        from sdft.generation.tuning import resolve_weights
+
+        name = None if backend is not None or gen_model is None else pick_backend(cfg.backend, gen_model)
+        cfg = replace(cfg, weights=resolve_weights(cfg, name, gen_model, tokenizer, [
+            prompt_of(p.examples[i]) for i in p.indices[:8]], cfg.max_new_tokens, log))
+    fp = fingerprint(cfg, p.input_sha256)
+    guard_run_folder(out, fp, cfg.overwrite, [ROWS, MANIFEST, "distilled.json", "original.json", "dataset_info.json"])
+    out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / CONFIG, {"fingerprint": fp, "config": to_dict(cfg), "prompt_format": fmt})
 
     scan = scan_records(out / ROWS)  # a damaged line loses only its row, which is made again below
@@ -240,11 +252,6 @@ def _distill(cfg: DistillConfig, p: Plan, *, progress: bool, backend, tokenizer,
     done_idx = {r["index"] for r in done}
     pending = [i for i in p.indices if i not in done_idx]
     examples = p.examples
-
-    def prompt_of(ex: Example) -> str:  # frame release: the distillation template's prompt, as the authors
-        return framed_prompt(cfg.frame, {"instruction": ex.instruction, "input": ex.input, "history": ex.history},
-                             ex.output, p.train_template, p.template, prompt_format=fmt, layout=cfg.layout,
-                             tokenizer=tokenizer)
 
     sample_prompt = prompt_of(examples[p.indices[0]]) if p.indices else ""
     t_start = time.perf_counter()
@@ -348,50 +355,3 @@ def _model_info(model: ResolvedModel | None, cfg: DistillConfig) -> dict[str, An
         info.update({"name": model.name, "source": model.source, "hf_dir": str(model.hf_dir),
                      "gguf": str(model.gguf) if model.gguf else None})
     return info
-
-
-def merge_shards(shards: Sequence[str | Path], out: str | Path, overwrite: bool = False) -> DistillResult:
-    """Join the folders of ``--shard i/n`` runs into one distillation (rows, exports, manifest).
-
-    Shards must come from the same config but for ``shard``; every shard must be complete; a row found in two
-    shards is an error (the shards overlap)."""
-    out = Path(out)
-    folders = [Path(s) for s in shards]
-    fps, manifests, rows = [], [], {}
-    for f in folders:
-        if not (f / CONFIG).exists() or not (f / MANIFEST).exists():
-            raise ValueError(f"{f}: not a `sdft distill` folder (no {CONFIG}/{MANIFEST})")
-        fp = dict(read_json(f / CONFIG)["fingerprint"])
-        fp.pop("shard", None)
-        fps.append(fp)
-        m = read_json(f / MANIFEST)
-        if m.get("status") != "complete":
-            raise ValueError(f"{f}: shard is {m.get('status')}; finish it before merging")
-        manifests.append(m)
-        scan = scan_records(f / ROWS, repair=False)
-        if scan.quarantined:
-            raise ValueError(f"{f}: {len(scan.quarantined)} damaged line(s) in {ROWS} (line "
-                             f"{', '.join(str(n) for n, _ in scan.quarantined[:10])}); re-run that shard's "
-                             "`sdft distill` command to make those rows again, then merge")
-        for r in scan.records:
-            if r["index"] in rows:
-                raise ValueError(f"{f}: row {r['index']} is also in another shard (overlapping shards)")
-            rows[r["index"]] = r
-    for f, fp in zip(folders[1:], fps[1:]):
-        if fp != fps[0]:
-            diff = sorted(k for k in set(fp) | set(fps[0]) if fp.get(k) != fps[0].get(k))
-            raise ValueError(f"{f}: made with a different config than {folders[0]} (differs in: {', '.join(diff)})")
-    with run_lock(out):
-        guard_run_folder(out, fps[0], overwrite, [ROWS, MANIFEST, "distilled.json", "original.json", "dataset_info.json"])
-        out.mkdir(parents=True, exist_ok=True)
-        records = [rows[i] for i in sorted(rows)]
-        with RecordWriter(out / ROWS) as w:
-            w.write(records)
-        atomic_write_json(out / CONFIG, {"fingerprint": fps[0], "config": {**manifests[0]["config"], "shard": None},
-                                         "merged_from": [str(f) for f in folders]})
-        export(out, records)
-        manifest = {**manifests[0], "status": "complete", "counts": summarize(records),
-                    "shards": [{"folder": str(f), "rows": m["counts"]["rows"], "this_session": m.get("this_session")}
-                               for f, m in zip(folders, manifests)]}
-        atomic_write_json(out / MANIFEST, manifest)
-        return DistillResult(out, manifest["counts"], manifest)

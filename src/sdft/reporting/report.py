@@ -222,10 +222,11 @@ def write_report(root: str | Path) -> Path:
         blocks += [("h2", "Seed model → each fine-tuned arm, paired on the same items"),
                    ("p", "Did fine-tuning move the seed model's score by more than chance? Δ in points (negative = "
                          "the arm lost what the seed model had); McNemar's exact test as above."), ("table", fh, fr)]
+    from sdft.reporting.between import between_section
     from sdft.reporting.paired import pooled_section
     from sdft.reporting.retention import retention_section
 
-    blocks += pooled_section(data) + retention_section(data, figdir)
+    blocks += pooled_section(data) + retention_section(data, figdir) + between_section(data)
     for p in sweep_plots(data, figdir):
         blocks.append(("img", p, p.stem))
     blocks += shift_section(data, figdir)

@@ -68,7 +68,10 @@ def gate_lines(data: dict) -> list[str]:
         for fr, own in sorted(sdft.items()):
             seeds = {g["meta"].get("seed") for g in own}  # a frame run for fewer seeds is compared on its seeds
             same = [g for g in gaps if g["meta"].get("seed") in seeds]
-            orig = statistics.mean(g["gap"]["original"]["mean_nll"] for g in same)
+            per_seed = {}  # the originals are the same rows in every frame of a seed: one value per seed
+            for g in same:
+                per_seed.setdefault(g["meta"].get("seed"), g["gap"]["original"]["mean_nll"])
+            orig = statistics.mean(per_seed.values())
             selfs = [g["gap"]["distilled"]["mean_nll"] for g in same if frame(g) == "self"]
             x = statistics.mean(g["gap"]["distilled"]["mean_nll"] for g in own)
             n_seeds = f", {len(seeds)} seed{'s' if len(seeds) > 1 else ''}" if len(seeds) < len(
@@ -124,8 +127,13 @@ def forest_plot(findings: list[dict], path: Path) -> Path | None:
 
 
 def verdict_section(data: dict, figdir: Path) -> list[Block]:
+    from sdft.reporting.between import between_findings, between_lines
+
     findings = score_findings(data) + retention_findings(data)
+    between = between_lines(between_findings(data))
     blocks: list[Block] = [("h2", "Answer"), ("ul", verdict_lines(findings))]
+    if between:  # arm against arm (vanilla → SDFT, SDFT → self, ...), pooled over seeds, beyond chance only
+        blocks += [("p", "Between arms (same items and seeds, pooled; p < 0.05):"), ("ul", between)]
     gate = gate_lines(data)
     if gate:
         blocks.append(("p", "Go/no-go: " + " ".join(g + "." for g in gate)))
