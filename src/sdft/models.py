@@ -129,6 +129,13 @@ def strip_quantizer(model) -> None:
         del model.config.quantization_config
 
 
+def file_key(path: Path) -> str:
+    """A short key of a file's identity (resolved path, size, modification time): names what is derived from it
+    in the cache, so an edited or replaced file gets new derived files."""
+    st = path.stat()
+    return hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
+
+
 def canonical_name(spec: str) -> str:
     return ALIASES.get(spec, spec)
 
@@ -151,9 +158,7 @@ def resolve_model(spec: str, cache_dir: str | Path | None = None, prepare: bool 
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ModelError(f"--model {spec}: GGUF file not found")
-        st = path.stat()
-        key = hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
-        base = root / f"gguf-{path.stem}-{key}"
+        base = root / f"gguf-{path.stem}-{file_key(path)}"
         if prepare and not (base / "hf").exists():
             gguf_to_hf(path.resolve(), base / "hf", log)
         return ResolvedModel(path.stem, base / "hf", path.resolve(), str(path.resolve()))

@@ -19,7 +19,6 @@ of a run's fingerprint.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -34,17 +33,12 @@ def _targets():
             "f32": (Q.F32, gguf.LlamaFileType.ALL_F32)}
 
 
-def source_key(src: Path) -> str:
-    st = src.stat()
-    return hashlib.sha256(f"{src.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
-
-
 def weights_path(src: str | Path, wtype: str, cache_dir: str | Path | None = None) -> Path:
     """Where the ``wtype`` copy of ``src`` lives (nothing is converted)."""
-    from sdft.models import cache_root
+    from sdft.models import cache_root, file_key
 
     src = Path(src)
-    return cache_root(cache_dir) / "weights" / f"{src.stem}-{source_key(src)}-{wtype}.gguf"
+    return cache_root(cache_dir) / "weights" / f"{src.stem}-{file_key(src)}-{wtype}.gguf"
 
 
 def weights_gguf(src: str | Path, wtype: str = "native", cache_dir: str | Path | None = None,

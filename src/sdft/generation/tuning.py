@@ -35,10 +35,9 @@ def _cpu_name() -> str:
 def tuning_path(gguf: Path, threads: int, cache_dir: str | Path | None = None) -> Path:
     from importlib.metadata import version
 
-    from sdft.generation.gguf_weights import source_key
-    from sdft.models import cache_root
+    from sdft.models import cache_root, file_key
 
-    key = hashlib.sha256(f"{source_key(gguf)}:{_cpu_name()}:{threads}:{version('xllamacpp')}".encode()).hexdigest()
+    key = hashlib.sha256(f"{file_key(gguf)}:{_cpu_name()}:{threads}:{version('xllamacpp')}".encode()).hexdigest()
     return cache_root(cache_dir) / "tuning" / f"{gguf.stem}-{key[:16]}.json"
 
 
