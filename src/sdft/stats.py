@@ -97,3 +97,28 @@ def paired_difference(a: Sequence[float], b: Sequence[float], iters: int = 2000,
         return {"mean": None, "ci": None, "p": None, "n": 0}
     return {"mean": sum(diffs) / len(diffs), "ci": bootstrap_interval(diffs, iters, seed),
             "p": wilcoxon_signed_rank(diffs), "n": len(diffs)}
+
+
+def pooled_paired_difference(per_seed: Sequence[tuple[dict, dict]], scale: float = 1.0) -> dict:
+    """``b − a`` per item pooled over seeds: ``per_seed`` holds one ``(a, b)`` pair of ``item → value`` maps per
+    seed; each item's difference (times ``scale``) is averaged over the seeds, over the items every seed has, and
+    tested as :func:`paired_difference` (bootstrap interval, Wilcoxon p). Also returns ``diffs`` (the pooled
+    per-item differences, in item order) and ``per_seed`` (each seed's mean difference over its common items).
+
+    >>> r = pooled_paired_difference([({0: 1.0, 1: 1.0}, {0: 2.0, 1: 3.0}), ({0: 1.0, 1: 1.0}, {0: 1.0, 1: 2.0})])
+    >>> r["diffs"], r["per_seed"], r["n"]
+    ([0.5, 1.5], [1.5, 0.5], 2)
+    """
+    import statistics
+
+    by_item: dict = {}
+    means = []
+    for a, b in per_seed:
+        common = sorted(set(a) & set(b))
+        d = [scale * (b[i] - a[i]) for i in common]
+        means.append(statistics.mean(d) if d else None)
+        for i, x in zip(common, d):
+            by_item.setdefault(i, []).append(x)
+    idx = sorted(i for i in by_item if len(by_item[i]) == len(per_seed))
+    diffs = [statistics.mean(by_item[i]) for i in idx]
+    return {**paired_difference([0.0] * len(diffs), diffs), "diffs": diffs, "per_seed": means}

@@ -7,8 +7,6 @@ Wilcoxon signed-rank test on the per-item differences; the per-seed means show w
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 from sdft.reporting.paired import arm_name, group_key, item_scores, pairings
 
 Block = tuple
@@ -18,25 +16,11 @@ def _by_seed(runs: list[dict], name: str) -> dict[tuple, dict]:
     return {(group_key(r["meta"]), r["meta"].get("seed")): r for r in runs if arm_name(r["meta"]) == name}
 
 
-def _pool(per_seed: list[tuple[dict[int, float], dict[int, float]]], scale: float) -> dict:
-    from sdft.stats import paired_difference
-
-    diffs: dict[int, list[float]] = defaultdict(list)
-    means = []
-    for a, b in per_seed:
-        common = sorted(set(a) & set(b))
-        means.append(scale * sum(b[i] - a[i] for i in common) / len(common) if common else None)
-        for i in common:
-            diffs[i].append(scale * (b[i] - a[i]))
-    idx = sorted(i for i in diffs if len(diffs[i]) == len(per_seed))
-    pooled = paired_difference([0.0] * len(idx), [sum(diffs[i]) / len(diffs[i]) for i in idx])
-    return {**pooled, "per_seed": means, "seeds": len(per_seed)}
-
-
 def between_findings(data: dict) -> list[dict]:
     """One finding per (pair, measure, task): ``a``, ``b``, ``measure`` (score | retention), pooled mean/ci/p/n and
     the per-seed mean differences (points for scores, nats/token for retention)."""
     from sdft.evaluation.retention import per_prompt
+    from sdft.stats import pooled_paired_difference
 
     out = []
     for a, b in pairings(data):
@@ -46,7 +30,8 @@ def between_findings(data: dict) -> list[dict]:
             tasks = sorted(set.intersection(*(set(ea[k]["results"]) & set(eb[k]["results"]) for k in keys)))
             for t in tasks:
                 pairs = [(item_scores(ea[k]["folder"], t), item_scores(eb[k]["folder"], t)) for k in keys]
-                out.append({"a": a, "b": b, "measure": "score", "task": t, **_pool(pairs, 100.0)})
+                out.append({"a": a, "b": b, "measure": "score", "task": t, "seeds": len(keys),
+                            **pooled_paired_difference(pairs, 100.0)})
         ra, rb = _by_seed(data.get("retentions", []), a), _by_seed(data.get("retentions", []), b)
         keys = sorted(set(ra) & set(rb), key=str)
         if keys:
@@ -54,7 +39,8 @@ def between_findings(data: dict) -> list[dict]:
                                               for k in keys)))
             for t in tasks:
                 pairs = [(per_prompt(ra[k]["retention"], t), per_prompt(rb[k]["retention"], t)) for k in keys]
-                out.append({"a": a, "b": b, "measure": "retention", "task": t, **_pool(pairs, 1.0)})
+                out.append({"a": a, "b": b, "measure": "retention", "task": t, "seeds": len(keys),
+                            **pooled_paired_difference(pairs)})
     return out
 
 

@@ -17,7 +17,7 @@ Block = tuple
 def retention_findings(data: dict) -> list[dict]:
     """Seed model → each arm, per retention task: per seed ``paired`` (mean ΔNLL, bootstrap CI, Wilcoxon p, n,
     diffs) and pooled (per prompt, ΔNLL averaged over the arm's seeds)."""
-    from sdft.stats import paired_difference
+    from sdft.stats import pooled_paired_difference
 
     rets = data.get("retentions", [])
     seed = next((r for r in rets if r["meta"].get("arm") == "seed"), None)
@@ -31,19 +31,13 @@ def retention_findings(data: dict) -> list[dict]:
     for g, runs in groups.items():
         for task in seed["retention"]["tasks"]:
             base = per_prompt(seed["retention"], task)
-            per_seed, by_prompt = [], defaultdict(list)
-            for r in sorted(runs, key=lambda r: str(r["meta"].get("seed"))):
-                arm = per_prompt(r["retention"], task)
-                d = paired(base, arm)
-                per_seed.append({"seed": r["meta"].get("seed"), **d})
-                for i, x in zip(d["index"], d["diffs"]):
-                    by_prompt[i].append(x)
-            idx = sorted(i for i in by_prompt if len(by_prompt[i]) == len(runs))
-            mean_d = [statistics.mean(by_prompt[i]) for i in idx]
-            pooled = paired_difference([0.0] * len(idx), mean_d)
+            ordered = sorted(runs, key=lambda r: str(r["meta"].get("seed")))
+            arms = [per_prompt(r["retention"], task) for r in ordered]
+            per_seed = [{"seed": r["meta"].get("seed"), **paired(base, arm)} for r, arm in zip(ordered, arms)]
+            pooled = pooled_paired_difference([(base, arm) for arm in arms])
             out.append({"group": g, "arm": arm_title(g, data), "task": task, "measure": "retention",
                         "seed_nll": seed["retention"]["tasks"][task]["summary"].get("mean_nll"),
-                        "per_seed": per_seed, "pooled": {**pooled, "diffs": mean_d}, "p": pooled["p"],
+                        "per_seed": per_seed, "pooled": pooled, "p": pooled["p"],
                         "test": "Wilcoxon signed-rank", "max_tokens": seed["retention"].get("max_tokens")})
     return out
 
