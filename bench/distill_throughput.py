@@ -17,7 +17,8 @@ the same threads, and for each method a short warm-up before it is timed (model 
 
   a  naive HF: float32 AutoModelForCausalLM from the safetensors cache, ``model.generate`` per prompt (batch 1),
      as the authors' release generated;
-  b  sdft's hf backend (left-padded batches of ``--batch-size``), called in chunks as ``sdft distill`` does;
+  b  sdft's hf backend (left-padded batches of ``--batch-size``), called in chunks as ``sdft distill`` does; one
+     arm per ``--hf-weights`` type (``b:native`` float32, ``b:bf16`` torch bfloat16), each profiled as (c);
   c  sdft's llamacpp backend (``--parallel`` slots, default: the backend's), in the same chunks;
   d  raw xllamacpp: an ``xllamacpp.Server`` on the same GGUF with the same slots, threads and KV size, the prompt
      texts sent straight to ``handle_completions`` from a thread pool (no sdft code). ``--raw-settings matched``
@@ -46,7 +47,9 @@ from dataclasses import replace
 from datetime import datetime, timezone
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-TARGETS = [("b/a", "b", "a", 2.0), ("c/a", "c", "a", 5.0), ("c/d", "c", "d", 0.9), ("e/a", "e", "a", 5.0)]
+# (label, numerator, denominator, target, unit); "c:*" / "e:*": the best of those arms
+TARGETS = [("b/a", "b:native", "a", 2.0, "tokens"), ("c/a", "c:*", "a", 5.0, "rows"), ("c/d", "c:native", "d", 0.9, "tokens"),
+           ("e/a", "e:*", "a", 5.0, "rows")]
 NAMES = {"a": "naive HF generate, batch 1", "b": "sdft hf backend", "c": "sdft llamacpp backend",
          "d": "raw xllamacpp server", "e": "`sdft distill` CLI end to end"}
 WARMUP_TOKENS = 4
@@ -91,7 +94,7 @@ def sdft_backend(name, ref, prompts, warm, params, threads, chunk_size, profile=
     the same prompts again with one new token (the prompt-processing time of the pass)."""
     from sdft.generation import generate_in_chunks, make_backend
 
-    if kw.get("weights", "native") != "native":  # the one-time conversion is never timed
+    if name == "llamacpp" and kw.get("weights", "native") != "native":  # the one-time conversion is never timed
         from sdft.generation.gguf_weights import weights_gguf
 
         weights_gguf(ref.gguf, kw["weights"], log=lambda m: print(m, file=sys.stderr))
@@ -158,8 +161,8 @@ def raw_xllamacpp(gguf, prompts, warm, params, threads, parallel, settings):
         gc.collect()
 
 
-def sdft_cli(model, rows, params, a, weights):
-    """(e) ``sdft distill`` as a user runs it: a fresh process, the same rows (the first N GSM8K train rows),
+def sdft_cli(model, rows, params, a, weights, backend="llamacpp"):
+    """(e) ``sdft distill`` as a user runs it, once per backend (``e:llamacpp``, ``e:hf``), ``--weights auto``: a fresh process, the same rows (the first N GSM8K train rows),
     ``--weights`` as given; wall clock from process start to exit (start-up, model resolution, backend load,
     writing the folder; a stored --weights auto calibration is reused, its one-time cost is reported apart)."""
     import subprocess
@@ -168,8 +171,8 @@ def sdft_cli(model, rows, params, a, weights):
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "sdft", "distill", "--data", "gsm8k_train", "--task", "gsm8k", "--model", model,
                "--limit", str(rows), "--decoding", a.decoding, "--max-new-tokens", str(a.max_new_tokens),
-               "--threads", str(a.threads), "--backend", "llamacpp", "--weights", weights, "--out", f"{tmp}/d",
-               "--no-progress"]
+               "--threads", str(a.threads), "--backend", backend, "--weights", weights, "--out", f"{tmp}/d",
+               "--batch-size", str(a.batch_size), "--no-progress"]
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - t0
@@ -239,13 +242,14 @@ def summarise(name, r, rows):
     return out
 
 
-def bench_model(model, rows, a, skip, weights):
+def bench_model(model, rows, a, skip, weights, hf_weights):
     n_warm = max(a.batch_size, a.parallel)  # warm-up rows: enough to fill one batch / every slot
     ref, p, fmt, prompts, warm = prompts_for(model, rows, n_warm, a)
     params = p.decoding
     runs = {  # (function, args, kwargs): each arm runs in a fresh process of its own (isolated())
         "a": (naive_hf, (ref.hf_dir, prompts, warm, params, a.threads), {}),
-        "b": (sdft_backend, ("hf", ref, prompts, warm, params, a.threads, a.chunk_size), {"batch_size": a.batch_size}),
+        **{f"b:{w}": (sdft_backend, ("hf", ref, prompts, warm, params, a.threads, a.chunk_size),
+                      {"profile": True, "batch_size": a.batch_size, "weights": w}) for w in hf_weights},
         **{f"c:{w}": (sdft_backend, ("llamacpp", ref, prompts, warm, params, a.threads, a.chunk_size),
                       {"profile": True, "parallel": a.parallel, "weights": w}) for w in weights},
         "d": (raw_xllamacpp, (ref.gguf, prompts, warm, params, a.threads, a.parallel, a.raw_settings), {}),
@@ -257,25 +261,32 @@ def bench_model(model, rows, a, skip, weights):
         gc.collect()
         texts[m] = r.get("texts")
         results[m] = summarise(NAMES[m.split(":")[0]] + (f", {m[2:]} weights" if ":" in m else ""), r, len(prompts))
-    auto = None
-    if any(m.startswith("c:") for m in results):  # what --weights auto picks here, against the measured best
-        from sdft.generation.tuning import pick_weights
-        from sdft.models import load_tokenizer
+    auto = {}
+    for arm, backend, target in (("c", "llamacpp", ref.gguf), ("b", "hf", ref.hf_dir)):
+        if any(m.startswith(arm + ":") for m in results):  # what --weights auto picks here, against the best
+            from sdft.generation.tuning import pick_weights
+            from sdft.models import load_tokenizer
 
-        tok = load_tokenizer(ref)
-        t0 = time.perf_counter()
-        picked = pick_weights(ref.gguf, prompts, lambda t: tok(t, add_special_tokens=False)["input_ids"],
-                              a.max_new_tokens, a.threads, a.parallel, log=lambda m: print(m, file=sys.stderr))
-        best = max((m for m in results if m.startswith("c:")), key=lambda m: results[m]["rows_per_s"])
-        auto = {"picked": picked, "measured_best": best[2:], "seconds": round(time.perf_counter() - t0, 1)}
-    if "e" not in skip:  # last: the stored calibration is reused, so e times what a user's later runs take
-        print(f"[{model}] running (e) {NAMES['e']} ...", file=sys.stderr, flush=True)
-        r = sdft_cli(model, rows, params, a, "auto" if auto else "native")
-        results["e"] = summarise(NAMES["e"] + f", --weights {r.pop('weights')}", r, len(prompts))
-    greedy_same = None
-    if params.greedy and texts.get("c:native") is not None:  # how far each weight type moves greedy answers
-        greedy_same = {m: sum(x == y for x, y in zip(t, texts["c:native"])) for m, t in texts.items()
-                       if m.startswith("c:") and t is not None}
+            tok = load_tokenizer(ref)
+            t0 = time.perf_counter()
+            picked = pick_weights(target, prompts, lambda t: tok(t, add_special_tokens=False)["input_ids"],
+                                  a.max_new_tokens, a.threads, a.parallel, log=lambda m: print(m, file=sys.stderr),
+                                  backend=backend, batch_size=a.batch_size)
+            best = max((m for m in results if m.startswith(arm + ":")), key=lambda m: results[m]["rows_per_s"])
+            auto[backend] = {"picked": picked, "measured_best": best[2:], "seconds": round(time.perf_counter() - t0, 1)}
+    for backend in ("llamacpp", "hf"):  # last: the stored calibration is reused, so e times a user's later runs
+        if "e" in skip or f"e:{backend}" in skip:
+            continue
+        print(f"[{model}] running (e:{backend}) {NAMES['e']} ...", file=sys.stderr, flush=True)
+        r = sdft_cli(model, rows, params, a, "auto", backend)
+        results[f"e:{backend}"] = summarise(NAMES["e"] + f", --backend {backend} --weights {r.pop('weights')}", r,
+                                            len(prompts))
+    greedy_same = {}
+    if params.greedy:  # how far each weight type moves greedy answers from its backend's native ones
+        for arm in ("b", "c"):
+            ref_texts = texts.get(f"{arm}:native")
+            greedy_same.update({m: sum(x == y for x, y in zip(t, ref_texts)) for m, t in texts.items()
+                                if ref_texts is not None and m.startswith(arm + ":") and t is not None})
     return {"model": {"name": ref.name, "hf_dir": str(ref.hf_dir), "gguf": str(ref.gguf)}, "rows": len(prompts),
             "row_indices": p.indices[:rows], "template": p.template.name, "prompt_format": fmt,
             "decoding": params.to_dict(), "results": results, "greedy_equal_to_native": greedy_same, "auto": auto,
@@ -284,15 +295,21 @@ def bench_model(model, rows, a, skip, weights):
 
 def ratios(results):
     out = {}
-    c_best = max((m for m in results if m.startswith("c:")), key=lambda m: results[m]["rows_per_s"], default=None)
-    for label, num, den, target in TARGETS:
-        num = c_best if num == "c" and den == "a" else ("c:native" if num == "c" else num)
-        rows = label in ("c/a", "e/a")  # the targets that count start-up
-        tn, td = (results.get(x, {}).get("rows_per_s" if rows else "tokens_per_s") for x in (num, den))
+    for label, num, den, target, unit in TARGETS:
+        if num.endswith(":*"):
+            num = max((m for m in results if m.startswith(num[:-1])), key=lambda m: results[m]["rows_per_s"],
+                      default=num)
+        key = "rows_per_s" if unit == "rows" else "tokens_per_s"
+        tn, td = (results.get(x, {}).get(key) for x in (num, den))
         value = round(tn / td, 3) if tn and td else None
         out[label] = {"value": value, "target": target, "numerator": num,
-                      "unit": "rows/s with start-up" if rows else "tokens/s",
+                      "unit": "rows/s with start-up" if unit == "rows" else "tokens/s",
                       "pass": None if value is None else value >= target}
+    for m in results:  # every end-to-end arm against the release's loop, not only the best
+        if m.startswith("e:") and results.get("a"):
+            out[f"{m}/a"] = {"value": round(results[m]["rows_per_s"] / results["a"]["rows_per_s"], 3), "target": 5.0,
+                             "numerator": m, "unit": "rows/s with start-up",
+                             "pass": results[m]["rows_per_s"] / results["a"]["rows_per_s"] >= 5.0}
     return out
 
 
@@ -306,17 +323,18 @@ def print_model(res):
         print(f"({m}) {r['method']:<41} {r['generated_tokens']:>8} {r['seconds']:>7.1f} {r['tokens_per_s'] or 0:>7.1f} "
               f"{r['startup']:>7.1f} {r['rows_per_s']:>7.3f} {pr.get('prompt_seconds', float('nan')):>8.1f} "
               f"{pr.get('prompt_tokens_per_s') or float('nan'):>12.1f} {pr.get('decode_tokens_per_s') or float('nan'):>12.1f}")
-    if res.get("auto"):
-        print(f"--weights auto picks {res['auto']['picked']} (calibration {res['auto']['seconds']} s, or 0 when "
-              f"stored); the best measured here: {res['auto']['measured_best']}")
+    for backend, au in (res.get("auto") or {}).items():
+        print(f"{backend} --weights auto picks {au['picked']} (calibration {au['seconds']} s, or 0 when stored); "
+              f"the best measured here: {au['measured_best']}")
     if res["greedy_equal_to_native"]:
-        print("greedy answers equal to c:native: " + ", ".join(f"{m} {n}/{res['rows']}"
-                                                            for m, n in res["greedy_equal_to_native"].items()))
+        print("greedy answers equal to their backend's native ones: " + ", ".join(
+            f"{m} {n}/{res['rows']}" for m, n in res["greedy_equal_to_native"].items()))
 
 
 def main() -> None:
     from sdft.config import DistillConfig
     from sdft.generation.gguf_weights import WEIGHT_TYPES
+    from sdft.generation.hf import HF_WEIGHT_TYPES
     from sdft.generation.llamacpp import LlamaCppBackend
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -331,17 +349,21 @@ def main() -> None:
     ap.add_argument("--parallel", type=int, default=inspect.signature(LlamaCppBackend).parameters["parallel"].default,
                     help="llama.cpp slots (c, d); default: the backend's")
     ap.add_argument("--weights", default=",".join(WEIGHT_TYPES), help="llama.cpp weight types, one (c) arm each")
+    ap.add_argument("--hf-weights", default=",".join(HF_WEIGHT_TYPES), help="hf weight types, one (b) arm each")
     ap.add_argument("--raw-settings", default="matched", choices=["matched", "library"],
                     help="(d): flash attention and prompt cache off as in sdft's backend, or xllamacpp's defaults")
     ap.add_argument("--skip", action="append", default=[], help="methods to skip, e.g. --skip a or --skip a,b")
     ap.add_argument("--json", help="also write the results here")
     a = ap.parse_args()
     skip = {m for s in a.skip for m in s.split(",") if m}
-    if skip - set(NAMES):
-        ap.error(f"--skip: unknown method(s) {sorted(skip - set(NAMES))}; use a, b, c, d, e")
+    if skip - set(NAMES) - {"e:llamacpp", "e:hf"}:
+        ap.error(f"--skip: unknown method(s) {sorted(skip - set(NAMES))}; use a, b, c, d, e, e:llamacpp, e:hf")
     weights = [w for w in a.weights.split(",") if w]
     if set(weights) - set(WEIGHT_TYPES):
         ap.error(f"--weights: use {', '.join(WEIGHT_TYPES)}")
+    hf_weights = [w for w in a.hf_weights.split(",") if w]
+    if set(hf_weights) - set(HF_WEIGHT_TYPES):
+        ap.error(f"--hf-weights: use {', '.join(HF_WEIGHT_TYPES)}")
     models = [m for m in a.models.split(",") if m]
     rows = [int(x) for x in a.rows.split(",")]
     rows = rows * len(models) if len(rows) == 1 else rows
@@ -352,7 +374,7 @@ def main() -> None:
 
     torch.set_num_threads(a.threads)
     load_start = os.getloadavg()
-    per_model = [bench_model(m, n, a, skip, weights) for m, n in zip(models, rows)]
+    per_model = [bench_model(m, n, a, skip, weights, hf_weights) for m, n in zip(models, rows)]
     load_end = os.getloadavg()
     print(f"\n{a.decoding}, max {a.max_new_tokens} new tokens, {a.threads} threads, hf batch {a.batch_size}, "
           f"llama.cpp {a.parallel} slots, chunks of {a.chunk_size}, raw settings {a.raw_settings}; "
@@ -373,7 +395,7 @@ def main() -> None:
                         "loadavg_start": load_start, "loadavg_end": load_end},
             "versions": versions(), "max_new_tokens": a.max_new_tokens, "threads": a.threads,
             "batch_size": a.batch_size, "chunk_size": a.chunk_size, "parallel": a.parallel,
-            "raw_settings": a.raw_settings, "weights": weights, "models": per_model,
+            "raw_settings": a.raw_settings, "weights": weights, "hf_weights": hf_weights, "models": per_model,
         }
         with open(a.json, "w") as f:
             json.dump(report, f, indent=2)

@@ -74,12 +74,13 @@ def _overwrite() -> Any:
 
 
 def _weights(auto: bool = False) -> Any:
-    return opt("native", "llama.cpp: the weight type it runs: native (the GGUF as shipped) | q8_0 | f16 | f32 (a copy "
-                         "made once in the model cache; faster prompt processing on some CPUs, see BENCHMARKS.md; "
-                         "answers may differ from native at near-ties)"
-               + (" | auto (the fastest on this machine for this run's prompts, measured once and recorded)"
-                  if auto else ""), choices=("native", "q8_0", "f16", "f32") + (("auto",) if auto else ()),
-               late=True)
+    return opt("native", "the weight type generation runs: native (llama.cpp: the GGUF as shipped; hf: float32 on a "
+                         "CPU) | q8_0 | f16 | f32 (llama.cpp: a copy made once in the model cache) | bf16 (hf: torch "
+                         "bfloat16, fast on CPUs with AMX/AVX512-BF16); faster on some machines, see BENCHMARKS.md; "
+                         "answers may differ from native at near-ties"
+               + (" | auto (the fastest of the backend's types on this machine for this run's prompts, measured "
+                  "once and recorded)" if auto else ""),
+               choices=("native", "q8_0", "f16", "f32", "bf16") + (("auto",) if auto else ()), late=True)
 
 
 def _deterministic() -> Any:

@@ -182,10 +182,48 @@ def check_model(spec: str, cache_dir: str | Path | None = None) -> ResolvedModel
     return m
 
 
-def load_tokenizer(model: ResolvedModel, trust_remote_code: bool = False):
-    from transformers import AutoTokenizer
+TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "config.json", "special_tokens_map.json")
 
-    tok = AutoTokenizer.from_pretrained(str(model.hf_dir), trust_remote_code=trust_remote_code)
+
+def _tokenizer_memo(hf_dir: Path) -> Path:
+    """Where the tokenizer class ``AutoTokenizer`` chose for ``hf_dir`` is remembered: keyed by the folder's
+    tokenizer and config files and the transformers version, so any change to them asks ``AutoTokenizer`` again."""
+    from importlib.metadata import version
+
+    keys = [file_key(hf_dir / f) if (hf_dir / f).is_file() else "-" for f in TOKENIZER_FILES]
+    key = hashlib.sha256(f"{hf_dir.resolve()}:{':'.join(keys)}:{version('transformers')}".encode()).hexdigest()
+    return cache_root() / "tokenizers" / f"{key[:20]}.json"
+
+
+def load_tokenizer(model: ResolvedModel, trust_remote_code: bool = False):
+    """``AutoTokenizer.from_pretrained(model.hf_dir)``, pad token set to EOS where there is none. The class it
+    picks is remembered per folder (:func:`_tokenizer_memo`), and later loads build that class directly: the same
+    tokenizer without ``AutoConfig``, whose imports (torch and the model code) cost ~2-4 s of every llama.cpp
+    run's start-up. Remote-code tokenizers always go through ``AutoTokenizer``."""
+    import json
+
+    hf_dir = Path(model.hf_dir)
+    memo = None if trust_remote_code or not hf_dir.is_dir() else _tokenizer_memo(hf_dir)
+    tok = None
+    if memo is not None and memo.is_file():
+        import transformers
+
+        try:
+            cls = getattr(transformers, json.loads(memo.read_text())["class"])
+            tok = cls.from_pretrained(str(hf_dir), _from_auto=True)
+        except (AttributeError, KeyError, OSError, ValueError):
+            tok = None  # a stale or unreadable memo: ask AutoTokenizer again
+    if tok is None:
+        import transformers
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(hf_dir), trust_remote_code=trust_remote_code)
+        if memo is not None and getattr(transformers, type(tok).__name__, None) is type(tok):
+            try:
+                memo.parent.mkdir(parents=True, exist_ok=True)
+                memo.write_text(json.dumps({"class": type(tok).__name__, "folder": str(hf_dir)}))
+            except OSError:  # a read-only cache: every load asks AutoTokenizer
+                pass
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok

@@ -37,7 +37,9 @@ def test_speed_settings_are_run_only_and_the_weight_type_is_not():
     assert {"batch_size", "chunk_size", "threads"} <= ro and "weights" not in ro
     base = DistillConfig(data="d", out="o")
     assert fingerprint(base) == fingerprint(DistillConfig(data="d", out="o", batch_size=1, chunk_size=3, threads=1))
-    with pytest.raises(ValueError, match="llama.cpp setting"):
-        from sdft.generation import make_backend
+    from sdft.generation import make_backend
 
+    with pytest.raises(ValueError, match="is a llamacpp setting"):
         make_backend("hf", None, weights="f16")
+    with pytest.raises(ValueError, match="is a hf setting"):
+        make_backend("llamacpp", None, weights="bf16")

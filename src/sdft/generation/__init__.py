@@ -31,9 +31,10 @@ def make_backend(name: str, model: Any, *, executor: str = "local", ray_address:
     """Build a backend for a :class:`sdft.models.ResolvedModel`. ``executor="ray"``: the same backend spread over
     a Ray cluster as a Ray Data pipeline (:class:`sdft.generation.ray_data.RayDataBackend`; each actor builds its
     own backend with this function, loading its own tokenizer). ``weights`` other than native: llamacpp only."""
-    if kwargs.get("weights", "native") != "native" and name != "llamacpp":
-        raise ValueError(f"--weights {kwargs['weights']} is a llama.cpp setting; backend {name!r} runs the model's "
-                         f"own weights (use --backend llamacpp, or --weights native)")
+    w = kwargs.get("weights", "native")
+    if w != "native" and name != weights_backend(w):
+        raise ValueError(f"--weights {w} is a {weights_backend(w)} setting; backend {name!r} runs the model's "
+                         f"own weights (use --backend {weights_backend(w)}, or --weights native)")
     if executor == "ray":
         from functools import partial
 
@@ -45,6 +46,12 @@ def make_backend(name: str, model: Any, *, executor: str = "local", ray_address:
                               concurrency=concurrency, threads=kwargs.get("threads"),
                               trust_remote_code=bool(kwargs.get("trust_remote_code")))
     return backend_class(name).from_model(model, **kwargs)
+
+
+def weights_backend(weights: str) -> str:
+    """The backend a weight type other than ``native`` belongs to: ``bf16`` is torch's (hf), the GGUF copies
+    (``q8_0``, ``f16``, ``f32``) llama.cpp's."""
+    return "hf" if weights == "bf16" else "llamacpp"
 
 
 def executor_options(cfg: Any) -> dict[str, Any]:
@@ -59,7 +66,7 @@ def executor_options(cfg: Any) -> dict[str, Any]:
 
 
 __all__ = ["AUTHORS_SAMPLING", "BACKENDS", "Backend", "Completion", "DECODING_PRESETS", "GREEDY",
-           "GenerationParams", "backend_class", "executor_options", "generate_in_chunks", "make_backend",
+           "GenerationParams", "backend_class", "weights_backend", "executor_options", "generate_in_chunks", "make_backend",
            "pick_backend"]
 
 

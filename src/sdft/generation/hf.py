@@ -1,4 +1,11 @@
-"""HF transformers backend: batched ``generate`` with left padding and length-sorted batches."""
+"""HF transformers backend: batched ``generate`` with left padding and length-sorted batches.
+
+``weights``: ``native`` runs the model's float weights in ``dtype`` (``auto``: float32 on a CPU, as the release's
+loop; bfloat16 on a GPU that has it); ``bf16`` runs them in bfloat16 -- on a CPU with native bf16 matrix units
+(AMX, AVX512-BF16) prompt processing measured ~3.6x and batched decoding ~2x float32's (SmolLM2-135M, 2 cores,
+BENCHMARKS.md); on a CPU without them torch emulates it (slow). The arithmetic changes, so greedy answers can
+differ from float32's at near-ties: the weight type is part of a run's fingerprint (``--weights auto`` measures).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +16,15 @@ from sdft.models import pick_dtype
 from sdft.generation.base import Completion, GenerationParams, cut_at_stop, first_token_ids
 
 
+HF_WEIGHT_TYPES = ("native", "bf16")
+
+
 class HFBackend:
     name = "hf"
 
     def __init__(self, model_dir: str, *, adapter: str | None = None, batch_size: int = 8, dtype: str = "auto",
                  device: str | None = None, trust_remote_code: bool = False, model=None, tokenizer=None,
-                 threads: int | None = None, deterministic: bool = False, **_):
+                 threads: int | None = None, deterministic: bool = False, weights: str = "native", **_):
         import torch
 
         if deterministic:  # one row per forward pass: no padding or batch shape changes a row's arithmetic
@@ -31,7 +41,10 @@ class HFBackend:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "left"
         if model is None:
-            model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=pick_dtype(dtype),
+            if weights not in HF_WEIGHT_TYPES:
+                raise ValueError(f"weights {weights!r}: the hf backend runs {' | '.join(HF_WEIGHT_TYPES)}")
+            model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16 if weights == "bf16"
+                                                         else pick_dtype(dtype),
                                                          trust_remote_code=trust_remote_code)
             if adapter:
                 from peft import PeftModel

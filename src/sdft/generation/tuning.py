@@ -1,11 +1,13 @@
-"""``--weights auto``: the llama.cpp weight type that is fastest on *this* machine for *this* workload, measured.
+"""``--weights auto``: the weight type (llama.cpp's GGUF copies, or torch's float32/bfloat16 for the hf backend) that
+is fastest on *this* machine for *this* workload, measured.
 
-For each weight type (:mod:`sdft.generation.gguf_weights`) a short calibration runs on the run's own first prompts:
+For each weight type of the run's backend (llama.cpp: :mod:`sdft.generation.gguf_weights`; hf: ``native`` float32
+and ``bf16``) a short calibration runs on the run's own first prompts:
 one pass with a single new token (prompt processing, tokens/s) and one with ``DECODE_TOKENS`` new tokens on every
 slot (decoding, tokens/s). The predicted time of a row is ``prompt_tokens / prompt_rate + new_tokens / decode_rate``
 with the run's mean prompt length and ``max_new_tokens``; the type with the shortest predicted time wins. The
-measurement is kept in ``<cache>/tuning/<key>.json`` (key: the GGUF, the CPU model, the thread count and the
-llama.cpp build), so a machine calibrates once per model; the chosen type is what the run records in its
+measurement is kept in ``<cache>/tuning/<key>.json`` (key: the GGUF or the model folder's config, the CPU model, the
+thread count, the llama.cpp or torch build and, for hf, the batch size), so a machine calibrates once per model; the chosen type is what the run records in its
 fingerprint and manifest (a resume elsewhere that would pick another type is refused, as any config change).
 """
 
@@ -32,36 +34,65 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def tuning_path(gguf: Path, threads: int, cache_dir: str | Path | None = None) -> Path:
+def tuning_path(target: Path, threads: int, cache_dir: str | Path | None = None, backend: str = "llamacpp",
+                batch_size: int = 8) -> Path:
+    """Where the calibration of ``target`` (llamacpp: the GGUF; hf: the model folder) is stored."""
     from importlib.metadata import version
 
     from sdft.models import cache_root, file_key
 
-    key = hashlib.sha256(f"{file_key(gguf)}:{_cpu_name()}:{threads}:{version('xllamacpp')}".encode()).hexdigest()
-    return cache_root(cache_dir) / "tuning" / f"{gguf.stem}-{key[:16]}.json"
+    target = Path(target)
+    if backend == "hf":
+        ident = f"hf:{file_key(target / 'config.json')}:{batch_size}:torch {version('torch')}"
+    else:
+        ident = f"{file_key(target)}:xllamacpp {version('xllamacpp')}"
+    key = hashlib.sha256(f"{ident}:{_cpu_name()}:{threads}".encode()).hexdigest()
+    stem = target.name if backend == "hf" else target.stem
+    return cache_root(cache_dir) / "tuning" / f"{stem}-{key[:16]}.json"
 
 
-def measure(gguf: Path, prompts: Sequence[str], threads: int, parallel: int, cache_dir: str | Path | None = None,
-            types: Sequence[str] | None = None, log: Callable[[str], None] = print) -> dict[str, dict]:
+def _types(backend: str) -> tuple[str, ...]:
+    if backend == "hf":
+        from sdft.generation.hf import HF_WEIGHT_TYPES
+
+        return HF_WEIGHT_TYPES
+    from sdft.generation.gguf_weights import WEIGHT_TYPES
+
+    return WEIGHT_TYPES
+
+
+def _backend(backend: str, target: Path, wtype: str, threads: int, parallel: int, batch_size: int,
+             cache_dir: str | Path | None, log: Callable[[str], None]):
+    if backend == "hf":
+        from sdft.generation.hf import HFBackend
+
+        return HFBackend(str(target), weights=wtype, threads=threads, batch_size=batch_size)
+    from sdft.generation.gguf_weights import weights_gguf
+    from sdft.generation.llamacpp import LlamaCppBackend
+
+    return LlamaCppBackend(weights_gguf(target, wtype, cache_dir, log), parallel=parallel, threads=threads)
+
+
+def measure(target: Path, prompts: Sequence[str], threads: int, parallel: int, cache_dir: str | Path | None = None,
+            types: Sequence[str] | None = None, log: Callable[[str], None] = print, backend: str = "llamacpp",
+            batch_size: int = 8) -> dict[str, dict]:
     """Prompt-processing and decoding tokens/s of each weight type on ``prompts`` (the first ``SAMPLE``)."""
     from sdft.generation.base import GenerationParams
-    from sdft.generation.gguf_weights import WEIGHT_TYPES, weights_gguf
-    from sdft.generation.llamacpp import LlamaCppBackend
 
     sample = list(prompts[:SAMPLE])
     out: dict[str, dict] = {}
-    for wtype in types or WEIGHT_TYPES:
-        backend = LlamaCppBackend(weights_gguf(gguf, wtype, cache_dir, log), parallel=parallel, threads=threads)
+    for wtype in types or _types(backend):
+        backend_ = _backend(backend, Path(target), wtype, threads, parallel, batch_size, cache_dir, log)
         try:
-            backend.generate(sample[:1], GenerationParams(max_new_tokens=2))  # warm-up
+            backend_.generate(sample[:1], GenerationParams(max_new_tokens=2))  # warm-up
             t0 = time.perf_counter()
-            one = backend.generate(sample, GenerationParams(max_new_tokens=1))
+            one = backend_.generate(sample, GenerationParams(max_new_tokens=1))
             t_prompt = time.perf_counter() - t0
             t0 = time.perf_counter()
-            full = backend.generate(sample, GenerationParams(max_new_tokens=DECODE_TOKENS))
+            full = backend_.generate(sample, GenerationParams(max_new_tokens=DECODE_TOKENS))
             t_full = time.perf_counter() - t0
         finally:
-            backend.close()
+            backend_.close()
         n_prompt = sum(c.prompt_tokens for c in one)
         n_new = sum(c.completion_tokens for c in full) - sum(c.completion_tokens for c in one)
         out[wtype] = {"prompt_tokens_per_s": n_prompt / t_prompt,
@@ -75,39 +106,48 @@ def predicted_seconds(rates: dict, prompt_tokens: float, new_tokens: float) -> f
     return prompt_tokens / rates["prompt_tokens_per_s"] + new_tokens / rates["decode_tokens_per_s"]
 
 
-def pick_weights(gguf: str | Path, prompts: Sequence[str], tokenize: Callable[[str], list], new_tokens: int,
+def pick_weights(target: str | Path, prompts: Sequence[str], tokenize: Callable[[str], list], new_tokens: int,
                  threads: int, parallel: int = 8, cache_dir: str | Path | None = None,
-                 log: Callable[[str], None] = print) -> str:
+                 log: Callable[[str], None] = print, backend: str = "llamacpp", batch_size: int = 8) -> str:
     """The weight type with the shortest predicted time per row for prompts like ``prompts`` and up to
-    ``new_tokens`` new tokens, from this machine's stored calibration (measured first when there is none)."""
-    gguf = Path(gguf)
-    path = tuning_path(gguf, threads, cache_dir)
+    ``new_tokens`` new tokens, from this machine's stored calibration (measured first when there is none).
+    ``target``: the GGUF (llamacpp) or the model folder (hf)."""
+    target = Path(target)
+    path = tuning_path(target, threads, cache_dir, backend, batch_size)
     if path.is_file():
         rates = json.loads(path.read_text())["rates"]
     else:
-        log(f"--weights auto: calibrating llama.cpp weight types on this machine (once; {path})")
-        rates = measure(gguf, prompts, threads, parallel, cache_dir, log=log)
+        log(f"--weights auto: calibrating {backend} weight types on this machine (once; {path})")
+        rates = measure(target, prompts, threads, parallel, cache_dir, log=log, backend=backend,
+                        batch_size=batch_size)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"gguf": str(gguf), "cpu": _cpu_name(), "threads": threads, "rates": rates},
-                                  indent=2))
+        tmp.write_text(json.dumps({"target": str(target), "backend": backend, "cpu": _cpu_name(),
+                                   "threads": threads, "rates": rates}, indent=2))
         tmp.replace(path)
     sample = list(prompts[:SAMPLE]) or [""]
     mean_prompt = sum(len(tokenize(p)) for p in sample) / len(sample)
     best = min(rates, key=lambda w: predicted_seconds(rates[w], mean_prompt, new_tokens))
     log(f"--weights auto: {best} (predicted {predicted_seconds(rates[best], mean_prompt, new_tokens):.2f} s per "
-        f"row of {mean_prompt:.0f} prompt + {new_tokens} new tokens on {threads} threads)")
+        f"row of {mean_prompt:.0f} prompt + {new_tokens} new tokens on {threads} threads, {backend})")
     return best
 
 
 def resolve_weights(cfg, backend_name: str | None, model, tokenizer, prompts: Sequence[str], new_tokens: int,
                     log: Callable[[str], None] = print) -> str:
     """What ``weights: auto`` means for a run that generates with ``backend_name`` (None: a backend passed in,
-    which runs its own weights): native unless that is llamacpp, else :func:`pick_weights` on its prompts."""
+    which runs its own weights): :func:`pick_weights` among that backend's types for llamacpp (a model with a
+    GGUF) and hf; native for any other backend."""
     from sdft.generation.llamacpp import usable_cpus
 
-    if backend_name != "llamacpp" or model is None or getattr(model, "gguf", None) is None:
-        log("--weights auto: native (the run does not generate with llama.cpp)")
-        return "native"
-    return pick_weights(model.gguf, prompts, lambda t: tokenizer(t, add_special_tokens=False)["input_ids"],
-                        new_tokens, cfg.threads or usable_cpus(), cache_dir=cfg.cache_dir, log=log)
+    def tokenize(t):
+        return tokenizer(t, add_special_tokens=False)["input_ids"]
+
+    threads = cfg.threads or usable_cpus()
+    if model is not None and backend_name == "llamacpp" and getattr(model, "gguf", None) is not None:
+        return pick_weights(model.gguf, prompts, tokenize, new_tokens, threads, cache_dir=cfg.cache_dir, log=log)
+    if model is not None and backend_name == "hf" and getattr(cfg, "executor", "local") in (None, "local"):
+        return pick_weights(model.hf_dir, prompts, tokenize, new_tokens, threads, cache_dir=cfg.cache_dir, log=log,
+                            backend="hf", batch_size=cfg.batch_size)
+    log(f"--weights auto: native (the run generates with {backend_name or 'a given backend'})")
+    return "native"
