@@ -30,7 +30,8 @@ def make_backend(name: str, model: Any, *, executor: str = "local", ray_address:
                  concurrency: int | None = None, **kwargs: Any) -> Backend:
     """Build a backend for a :class:`sdft.models.ResolvedModel`. ``executor="ray"``: the same backend spread over
     a Ray cluster as a Ray Data pipeline (:class:`sdft.generation.ray_data.RayDataBackend`; each actor builds its
-    own backend with this function, loading its own tokenizer). ``weights`` other than native: llamacpp only."""
+    own backend with this function, loading its own tokenizer). ``weights`` other than native: the backend
+    :func:`weights_backend` names."""
     w = kwargs.get("weights", "native")
     if w != "native" and name != weights_backend(w):
         raise ValueError(f"--weights {w} is a {weights_backend(w)} setting; backend {name!r} runs the model's "
@@ -51,7 +52,9 @@ def make_backend(name: str, model: Any, *, executor: str = "local", ray_address:
 def weights_backend(weights: str) -> str:
     """The backend a weight type other than ``native`` belongs to: ``bf16`` is torch's (hf), the GGUF copies
     (``q8_0``, ``f16``, ``f32``) llama.cpp's."""
-    return "hf" if weights == "bf16" else "llamacpp"
+    from sdft.generation.hf import HF_WEIGHT_TYPES
+
+    return "hf" if weights in HF_WEIGHT_TYPES else "llamacpp"
 
 
 def executor_options(cfg: Any) -> dict[str, Any]:
@@ -66,8 +69,8 @@ def executor_options(cfg: Any) -> dict[str, Any]:
 
 
 __all__ = ["AUTHORS_SAMPLING", "BACKENDS", "Backend", "Completion", "DECODING_PRESETS", "GREEDY",
-           "GenerationParams", "backend_class", "weights_backend", "executor_options", "generate_in_chunks", "make_backend",
-           "pick_backend"]
+           "GenerationParams", "backend_class", "executor_options", "generate_in_chunks", "make_backend",
+           "pick_backend", "weights_backend"]
 
 
 def generate_in_chunks(backend: Backend, prompts: list[str], params: GenerationParams, chunk_size: int,
