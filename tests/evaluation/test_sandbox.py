@@ -325,6 +325,24 @@ def test_host_filesystem_is_read_only_and_invisible(tmp_path):
 
 
 @needs_bwrap
+def test_an_installation_under_tmp_is_visible_and_the_rest_of_tmp_is_not(tmp_path):
+    """A venv in /tmp (a CI clone there) is bound after the sandbox's own /tmp tmpfs, which used to hide it
+    (bwrap: execvp .../bin/python: No such file or directory); its neighbours in /tmp stay invisible."""
+    import subprocess
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    secret = tmp_path / "neighbour.txt"
+    secret.write_text("x")
+    python = str(venv / "bin" / "python")
+    ok, reason = bwrap_status(python)
+    assert ok, reason
+    r = run_python(f"import os, sys\nassert sys.prefix == {str(venv)!r}, sys.prefix\n"
+                   f"assert not os.path.exists({str(secret)!r})\n", python=python, guards=False)
+    assert r.passed, r.stderr
+
+
+@needs_bwrap
 def test_cgroup_escape_and_late_writes_leave_no_survivor(tmp_path):
     """The reported escape: writing its pid to a cgroup's ``cgroup.procs`` and living on after the timeout to
     write a file. Here there is no ``/sys``; the timeout kills the namespace, so no process survives the call

@@ -29,7 +29,7 @@ def find_bwrap() -> str | None:
 @functools.lru_cache(maxsize=8)
 def python_prefixes(python: str) -> tuple[str, ...]:
     """The installation folders ``python`` needs: its prefixes (a venv and its base) and its binary's folder."""
-    if os.path.realpath(python) == os.path.realpath(sys.executable):
+    if os.path.abspath(python) == os.path.abspath(sys.executable):  # not realpath: venvs share their base's binary
         prefixes = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
     else:
         out = subprocess.run([python, "-I", "-c", "import sys, json; print(json.dumps([sys.prefix, sys.base_prefix,"
@@ -59,7 +59,10 @@ def _opt(options: frozenset, name: str, *values: str) -> list[str]:
     return [name, *values] if name in options else []
 
 
-def mount_args(python: str, options: frozenset = frozenset({"--perms"})) -> list[str]:
+def mount_args(python: str, options: frozenset = frozenset({"--perms"}), made: tuple[str, ...] = ()) -> list[str]:
+    """Read-only binds of the system folders and ``python``'s installation. ``made``: folders already mounted
+    (the tmpfs ones), whose own permissions stay as they are when an installation lies under one (a venv in
+    ``/tmp``: it is bound *after* the ``/tmp`` tmpfs, else the tmpfs would hide it)."""
     args = ["--ro-bind", "/usr", "/usr"]
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
         if os.path.islink(top):
@@ -68,7 +71,7 @@ def mount_args(python: str, options: frozenset = frozenset({"--perms"})) -> list
             args += ["--ro-bind", top, top]
     for etc in ("/etc/ld.so.cache", "/etc/localtime"):
         args += ["--ro-bind-try", etc, etc]
-    bound, made = ["/usr"], set()
+    bound, made = ["/usr"], set(made)
     for prefix in sorted(python_prefixes(python), key=len):
         real = os.path.realpath(prefix)
         for dest in dict.fromkeys((real, prefix)):
@@ -153,10 +156,10 @@ def command(bwrap: str, python: str, files: dict[str, str], runner_args: list[st
     for key, value in env.items():
         cmd += ["--setenv", key, value]
     options = bwrap_options(bwrap)
-    cmd += mount_args(python, options)
     cmd += ["--proc", "/proc", "--dev", "/dev"]
     for folder, perms in (("/tmp", "1777"), (BOX, "0777")):
         cmd += [*_opt(options, "--perms", perms), *_opt(options, "--size", tmpfs_size), "--tmpfs", folder]
+    cmd += mount_args(python, options, made=("/tmp", BOX))  # after the tmpfs folders, which would hide a bind
     cmd += ["--dir", SRC]
     for name, text in files.items():
         fd = _memfd(name, text.encode("utf-8", "surrogatepass"))
