@@ -157,9 +157,10 @@ def command(bwrap: str, python: str, files: dict[str, str], runner_args: list[st
         cmd += ["--setenv", key, value]
     options = bwrap_options(bwrap)
     cmd += ["--proc", "/proc", "--dev", "/dev"]
-    for folder, perms in (("/tmp", "1777"), (BOX, "0777")):
+    tmpfs = (("/tmp", "1777"), (BOX, "0777"))
+    for folder, perms in tmpfs:
         cmd += [*_opt(options, "--perms", perms), *_opt(options, "--size", tmpfs_size), "--tmpfs", folder]
-    cmd += mount_args(python, options, made=("/tmp", BOX))  # after the tmpfs folders, which would hide a bind
+    cmd += mount_args(python, options, made=tuple(f for f, _ in tmpfs))  # after the tmpfs: it would hide a bind
     cmd += ["--dir", SRC]
     for name, text in files.items():
         fd = _memfd(name, text.encode("utf-8", "surrogatepass"))
