@@ -25,6 +25,16 @@ the same threads, and for each method a short warm-up before it is timed (model 
      (default) turns flash attention and prompt caching off as sdft's backend does, so that c/d measures our
      code's overhead; ``library`` keeps xllamacpp's defaults (flash attention auto, prompt cache on).
 
+  f  cross-check on a second engine (only when the optional ``ctranslate2`` package is installed; otherwise
+     skipped with a note): CTranslate2's ``Generator.generate_batch`` on int8 weights with float32 activations
+     (converted once from the same safetensors, never timed), ``--parallel`` rows per batch. No sdft code: it says
+     whether another CPU engine gets more out of this machine than llama.cpp does (the ceiling, issue #20).
+
+``--repeats N`` runs every arm N times, in forward then reverse order (ABBA...), each in a fresh process; an arm's
+row is its median run by rows/s (the lower one of the middle two for an even N), ``rows_per_s_runs`` lists all of
+them, and the ratios use those rows -- a
+single run of one arm moves by ~15% on a shared 2-core VM.
+
 Warm-ups use the rows that follow the N timed ones, so no timed prompt is ever in a cache before it is timed.
 
 Generated tokens exclude the end-of-sequence token in all four. HF (float32) and llama.cpp (Q4 weights, 8-bit
@@ -36,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import inspect
 import json
 import os
@@ -45,13 +56,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timezone
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # (label, numerator, denominator, target, unit); "c:*" / "e:*": the best of those arms
 TARGETS = [("b/a", "b:native", "a", 2.0, "tokens"), ("c/a", "c:*", "a", 5.0, "rows"), ("c/d", "c:native", "d", 0.9, "tokens"),
-           ("e/a", "e:*", "a", 5.0, "rows")]
+           ("e/a", "e:*", "a", 5.0, "rows"), ("f/a", "f", "a", None, "rows")]  # target None: a cross-check
 NAMES = {"a": "naive HF generate, batch 1", "b": "sdft hf backend", "c": "sdft llamacpp backend",
-         "d": "raw xllamacpp server", "e": "`sdft distill` CLI end to end"}
+         "d": "raw xllamacpp server", "e": "`sdft distill` CLI end to end",
+         "f": "CTranslate2 generate_batch, int8_float32 (cross-check)"}
 WARMUP_TOKENS = 4
 
 
@@ -161,6 +174,39 @@ def raw_xllamacpp(gguf, prompts, warm, params, threads, parallel, settings):
         gc.collect()
 
 
+def ctranslate2_arm(hf_dir, prompts, warm, params, threads, batch, tokenizer_dir):
+    """(f) CTranslate2 on int8 weights / float32 activations, batches of ``batch`` (its own length sorting)."""
+    import ctranslate2
+    from ctranslate2.converters import TransformersConverter
+    from transformers import AutoTokenizer
+
+    from sdft.models import cache_root
+
+    out = cache_root() / "ctranslate2" / f"{Path(hf_dir).parent.name}-int8_float32"  # <cache>/<model>/hf
+    if not (out / "model.bin").is_file():  # once, never timed
+        TransformersConverter(str(hf_dir)).convert(str(out), quantization="int8_float32", force=True)
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    pieces = [tok.convert_ids_to_tokens(tok(t, add_special_tokens=False)["input_ids"]) for t in prompts + warm]
+    sampling = dict(sampling_topk=1) if params.greedy else dict(
+        sampling_temperature=params.temperature, sampling_topk=params.top_k or 0, sampling_topp=params.top_p,
+        random_seed=params.seed)
+    t_load = time.perf_counter()
+    gen = ctranslate2.Generator(str(out), device="cpu", intra_threads=threads, inter_threads=1)
+    load = time.perf_counter() - t_load
+
+    def run(batch_pieces, max_new):
+        return gen.generate_batch(batch_pieces, max_batch_size=batch, max_length=max_new, include_prompt_in_result=False,
+                                  end_token=[tok.eos_token], repetition_penalty=params.repetition_penalty, **sampling)
+
+    run(pieces[len(prompts):len(prompts) + batch], WARMUP_TOKENS)
+    t0 = time.perf_counter()
+    res = run(pieces[:len(prompts)], params.max_new_tokens)
+    secs = time.perf_counter() - t0
+    ids = [r.sequences_ids[0] for r in res]
+    return dict(prompt_tokens=sum(len(p) for p in pieces[:len(prompts)]), generated_tokens=sum(len(i) for i in ids),
+                seconds=secs, startup=load, texts=[tok.decode(i, skip_special_tokens=True) for i in ids])
+
+
 def sdft_cli(model, rows, params, a, weights, backend="llamacpp"):
     """(e) ``sdft distill`` as a user runs it, once per backend (``e:llamacpp``, ``e:hf``), ``--weights auto``: a fresh process, the same rows (the first N GSM8K train rows),
     ``--weights`` as given; wall clock from process start to exit (start-up, model resolution, backend load,
@@ -228,6 +274,16 @@ def prompts_for(model, rows, n_warm, a):
     return ref, p, fmt, texts[:rows], texts[rows:]
 
 
+def summarise_runs(name, runs, rows):
+    """One arm's row from its repeated runs: the median run by rows/s, with every run's rows/s listed."""
+    each = [summarise(name, r, rows) for r in runs]
+    pick = sorted(range(len(each)), key=lambda k: each[k]["rows_per_s"])[(len(each) - 1) // 2]
+    out = dict(each[pick])
+    if len(each) > 1:
+        out["rows_per_s_runs"] = [e["rows_per_s"] for e in each]
+    return out, runs[pick].get("texts")
+
+
 def summarise(name, r, rows):
     out = {"method": name, "prompts": rows, **{k: v for k, v in r.items() if k != "texts"}}
     secs = r["seconds"]
@@ -253,14 +309,23 @@ def bench_model(model, rows, a, skip, weights, hf_weights):
         **{f"c:{w}": (sdft_backend, ("llamacpp", ref, prompts, warm, params, a.threads, a.chunk_size),
                       {"profile": True, "parallel": a.parallel, "weights": w}) for w in weights},
         "d": (raw_xllamacpp, (ref.gguf, prompts, warm, params, a.threads, a.parallel, a.raw_settings), {}),
+        "f": (ctranslate2_arm, (ref.hf_dir, prompts, warm, params, a.threads, a.parallel, ref.hf_dir), {}),
     }
+    if "f" not in skip and importlib.util.find_spec("ctranslate2") is None:
+        print("(f) skipped: the optional ctranslate2 package is not installed (pip install ctranslate2)", file=sys.stderr)
+        skip = skip | {"f"}
+    arms = [m for m in runs if m.split(":")[0] not in skip | {"e"}]
+    done = {m: [] for m in arms}
+    for k in range(a.repeats):  # ABBA: forward, then reversed, ... (a slow drift of the machine hits every arm alike)
+        for m in (arms if k % 2 == 0 else arms[::-1]):
+            print(f"[{model}] running ({m}) {NAMES[m.split(':')[0]]} (run {k + 1}/{a.repeats}) ...", file=sys.stderr,
+                  flush=True)
+            done[m].append(isolated(*runs[m], threads=a.threads))
+            gc.collect()
     results, texts = {}, {}
-    for m in [m for m in runs if m.split(":")[0] not in skip | {"e"}]:
-        print(f"[{model}] running ({m}) {NAMES[m.split(':')[0]]} ...", file=sys.stderr, flush=True)
-        r = isolated(*runs[m], threads=a.threads)
-        gc.collect()
-        texts[m] = r.get("texts")
-        results[m] = summarise(NAMES[m.split(":")[0]] + (f", {m[2:]} weights" if ":" in m else ""), r, len(prompts))
+    for m in arms:
+        results[m], texts[m] = summarise_runs(NAMES[m.split(":")[0]] + (f", {m[2:]} weights" if ":" in m else ""),
+                                              done[m], len(prompts))
     auto = {}
     for arm, backend, target in (("c", "llamacpp", ref.gguf), ("b", "hf", ref.hf_dir)):
         if any(m.startswith(arm + ":") for m in results):  # what --weights auto picks here, against the best
@@ -277,10 +342,14 @@ def bench_model(model, rows, a, skip, weights, hf_weights):
     for backend in ("llamacpp", "hf"):  # last: the stored calibration is reused, so e times a user's later runs
         if "e" in skip or f"e:{backend}" in skip:
             continue
-        print(f"[{model}] running (e:{backend}) {NAMES['e']} ...", file=sys.stderr, flush=True)
-        r = sdft_cli(model, rows, params, a, "auto", backend)
-        results[f"e:{backend}"] = summarise(NAMES["e"] + f", --backend {backend} --weights {r.pop('weights')}", r,
-                                            len(prompts))
+        e_runs = []
+        for k in range(a.repeats):
+            print(f"[{model}] running (e:{backend}) {NAMES['e']} (run {k + 1}/{a.repeats}) ...", file=sys.stderr,
+                  flush=True)
+            e_runs.append(sdft_cli(model, rows, params, a, "auto", backend))
+        picked_weights = {r.pop("weights") for r in e_runs}
+        results[f"e:{backend}"], _ = summarise_runs(
+            NAMES["e"] + f", --backend {backend} --weights {'/'.join(sorted(picked_weights))}", e_runs, len(prompts))
     greedy_same = {}
     if params.greedy:  # how far each weight type moves greedy answers from its backend's native ones
         for arm in ("b", "c"):
@@ -305,7 +374,7 @@ def ratios(results):
         value = round(tn / td, 3) if tn and td else None
         out[label] = {"value": value, "target": target, "numerator": num,
                       "unit": "rows/s with start-up" if unit == "rows" else "tokens/s",
-                      "pass": None if value is None else value >= target}
+                      "pass": None if value is None or target is None else value >= target}
     return out
 
 
@@ -318,7 +387,8 @@ def print_model(res):
         pr = r.get("profile") or {}
         print(f"({m}) {r['method']:<41} {r['generated_tokens']:>8} {r['seconds']:>7.1f} {r['tokens_per_s'] or 0:>7.1f} "
               f"{r['startup']:>7.1f} {r['rows_per_s']:>7.3f} {pr.get('prompt_seconds', float('nan')):>8.1f} "
-              f"{pr.get('prompt_tokens_per_s') or float('nan'):>12.1f} {pr.get('decode_tokens_per_s') or float('nan'):>12.1f}")
+              f"{pr.get('prompt_tokens_per_s') or float('nan'):>12.1f} {pr.get('decode_tokens_per_s') or float('nan'):>12.1f}"
+              + (f"  runs {' / '.join(f'{x:.3f}' for x in r['rows_per_s_runs'])}" if r.get("rows_per_s_runs") else ""))
     for backend, au in (res.get("auto") or {}).items():
         print(f"{backend} --weights auto picks {au['picked']} (calibration {au['seconds']} s, or 0 when stored); "
               f"the best measured here: {au['measured_best']}")
@@ -349,11 +419,14 @@ def main() -> None:
     ap.add_argument("--raw-settings", default="matched", choices=["matched", "library"],
                     help="(d): flash attention and prompt cache off as in sdft's backend, or xllamacpp's defaults")
     ap.add_argument("--skip", action="append", default=[], help="methods to skip, e.g. --skip a or --skip a,b")
+    ap.add_argument("--repeats", type=int, default=1, help="runs per arm, in ABBA order; each arm reports its median")
     ap.add_argument("--json", help="also write the results here")
     a = ap.parse_args()
     skip = {m for s in a.skip for m in s.split(",") if m}
     if skip - set(NAMES) - {"e:llamacpp", "e:hf"}:
-        ap.error(f"--skip: unknown method(s) {sorted(skip - set(NAMES))}; use a, b, c, d, e, e:llamacpp, e:hf")
+        ap.error(f"--skip: unknown method(s) {sorted(skip - set(NAMES))}; use a, b, c, d, e, e:llamacpp, e:hf, f")
+    if a.repeats < 1:
+        ap.error("--repeats: at least 1")
     weights = [w for w in a.weights.split(",") if w]
     if set(weights) - set(WEIGHT_TYPES):
         ap.error(f"--weights: use {', '.join(WEIGHT_TYPES)}")
@@ -380,8 +453,10 @@ def main() -> None:
     print()
     for res in per_model:  # the ratios last
         for label, r in res["ratios"].items():
-            verdict = "n/a (skipped)" if r["value"] is None else f"{r['value']:.2f}  {'PASS' if r['pass'] else 'FAIL'}"
-            print(f"{res['model']['name']:<20} {label} ({r['numerator']}, {r['unit']}) >= {r['target']:<4} {verdict}")
+            verdict = "n/a (skipped)" if r["value"] is None else f"{r['value']:.2f}  " + (
+                "(cross-check, no target)" if r["target"] is None else "PASS" if r["pass"] else "FAIL")
+            goal = f">= {r['target']:<4}" if r["target"] is not None else " " * 7
+            print(f"{res['model']['name']:<20} {label} ({r['numerator']}, {r['unit']}) {goal} {verdict}")
 
     if a.json:
         report = {
@@ -391,7 +466,7 @@ def main() -> None:
                         "loadavg_start": load_start, "loadavg_end": load_end},
             "versions": versions(), "max_new_tokens": a.max_new_tokens, "threads": a.threads,
             "batch_size": a.batch_size, "chunk_size": a.chunk_size, "parallel": a.parallel,
-            "raw_settings": a.raw_settings, "weights": weights, "hf_weights": hf_weights, "models": per_model,
+            "raw_settings": a.raw_settings, "repeats": a.repeats, "weights": weights, "hf_weights": hf_weights, "models": per_model,
         }
         with open(a.json, "w") as f:
             json.dump(report, f, indent=2)

@@ -81,3 +81,17 @@ def test_native_is_the_file_itself_and_copies_are_made_once(small_gguf, tmp_path
     with pytest.raises(ValueError, match="weights 'q4'"):
         weights_gguf(small_gguf, "q4")
     assert set(WEIGHT_TYPES) == {"native", "q8_0", "f16", "f32"}
+
+
+def test_the_config_offers_exactly_the_backends_weight_types():
+    """``--weights`` choices are listed on the config field (config must not import the backends); they must be
+    the union of what the llama.cpp and hf backends run, plus ``auto`` where a stage measures it."""
+    from dataclasses import fields
+
+    from sdft.config import DistillConfig
+    from sdft.generation.hf import HF_WEIGHT_TYPES
+    from sdft.options import meta
+
+    choices = meta(next(f for f in fields(DistillConfig) if f.name == "weights"))["choices"]
+    assert set(choices) == set(WEIGHT_TYPES) | set(HF_WEIGHT_TYPES) | {"auto"}
+    assert len(choices) == len(set(choices))
