@@ -1,4 +1,5 @@
-"""Distillation throughput: four ways to write the rewrites, both embedded models, in one run (issues #4, #20).
+"""Distillation throughput: four ways to write the rewrites (and an optional second engine), both embedded models,
+in one run (issues #4, #20).
 
 The full run (on an otherwise idle machine, ~20 minutes; BENCHMARKS.md):
 
