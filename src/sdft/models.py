@@ -185,25 +185,26 @@ def check_model(spec: str, cache_dir: str | Path | None = None) -> ResolvedModel
 TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "config.json", "special_tokens_map.json")
 
 
-def _tokenizer_memo(hf_dir: Path) -> Path:
+def _tokenizer_memo(hf_dir: Path, cache_dir: str | Path | None = None) -> Path:
     """Where the tokenizer class ``AutoTokenizer`` chose for ``hf_dir`` is remembered: keyed by the folder's
     tokenizer and config files and the transformers version, so any change to them asks ``AutoTokenizer`` again."""
     from importlib.metadata import version
 
     keys = [file_key(hf_dir / f) if (hf_dir / f).is_file() else "-" for f in TOKENIZER_FILES]
     key = hashlib.sha256(f"{hf_dir.resolve()}:{':'.join(keys)}:{version('transformers')}".encode()).hexdigest()
-    return cache_root() / "tokenizers" / f"{key[:20]}.json"
+    return cache_root(cache_dir) / "tokenizers" / f"{key[:20]}.json"
 
 
-def load_tokenizer(model: ResolvedModel, trust_remote_code: bool = False):
+def load_tokenizer(model: ResolvedModel, trust_remote_code: bool = False, cache_dir: str | Path | None = None):
     """``AutoTokenizer.from_pretrained(model.hf_dir)``, pad token set to EOS where there is none. The class it
     picks is remembered per folder (:func:`_tokenizer_memo`), and later loads build that class directly: the same
     tokenizer without ``AutoConfig``, whose imports (torch and the model code) cost ~2-4 s of every llama.cpp
-    run's start-up. Remote-code tokenizers always go through ``AutoTokenizer``."""
+    run's start-up. Remote-code tokenizers always go through ``AutoTokenizer``. The memo lives in the model cache
+    (``cache_dir``, as for :func:`resolve_model`)."""
     import json
 
     hf_dir = Path(model.hf_dir)
-    memo = None if trust_remote_code or not hf_dir.is_dir() else _tokenizer_memo(hf_dir)
+    memo = None if trust_remote_code or not hf_dir.is_dir() else _tokenizer_memo(hf_dir, cache_dir)
     tok = None
     if memo is not None and memo.is_file():
         import transformers
@@ -236,7 +237,7 @@ def model_and_tokenizer(name: str, cache_dir: str | None, trust_remote_code: boo
     if backend is not None and tokenizer is not None:
         return None, tokenizer
     model = resolve_model(name, cache_dir, log=log)
-    return model, tokenizer or load_tokenizer(model, trust_remote_code)
+    return model, tokenizer or load_tokenizer(model, trust_remote_code, cache_dir)
 
 
 def pick_dtype(name: str = "auto"):

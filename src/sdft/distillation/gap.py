@@ -102,7 +102,7 @@ def measure_gap_unlocked(distill_dir: str | Path, *, model: str | None = None, o
         from transformers import AutoModelForCausalLM
 
         ref = resolve_model(spec, cache_dir, log=log)
-        tokenizer = load_tokenizer(ref)
+        tokenizer = load_tokenizer(ref, cache_dir=cache_dir)
         hf_model = AutoModelForCausalLM.from_pretrained(str(ref.hf_dir), dtype=torch.float32).eval()
     fmt = default_prompt_format(tokenizer) if prompt_format == "auto" else prompt_format
     feats = {kind: gap_features(rows, key, tokenizer, template, fmt, layout)

@@ -222,7 +222,7 @@ def make_judge(model: str, backend: str = "auto", *, prompt: str | Path | None =
     from sdft.templates import bos_prefix, default_prompt_format
 
     resolved = resolve_model(model, cache_dir, log=log)
-    tok = load_tokenizer(resolved)
+    tok = load_tokenizer(resolved, cache_dir=cache_dir)
     fmt = default_prompt_format(tok) if prompt_format == "auto" else prompt_format
     renderers = {
         "chat": lambda text: tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False,

@@ -142,7 +142,7 @@ def export_lm_eval(out: str | Path, tasks: Sequence[str] = DEFAULT_TASKS, *, mod
     if model:
         from sdft.models import load_tokenizer, resolve_model
 
-        tokenizer = load_tokenizer(resolve_model(model, cache_dir, log=log))
+        tokenizer = load_tokenizer(resolve_model(model, cache_dir, log=log), cache_dir=cache_dir)
     if prompt_format == "auto":
         prompt_format = "chat" if tokenizer is not None and getattr(tokenizer, "chat_template", None) else "raw"
     if prompt_format == "chat" and tokenizer is None:

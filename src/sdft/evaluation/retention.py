@@ -137,7 +137,7 @@ def measure_retention(cfg: RetentionConfig, *, hf_model=None, tokenizer=None, ba
     answers_dir = Path(cfg.answers or cfg.out)
     if hf_model is None or tokenizer is None:
         ref = resolve_model(cfg.model, cfg.cache_dir, log=log)
-        tokenizer = tokenizer or load_tokenizer(ref, cfg.trust_remote_code)
+        tokenizer = tokenizer or load_tokenizer(ref, cfg.trust_remote_code, cfg.cache_dir)
         hf_model = hf_model or load_scoring_model(ref.hf_dir, cfg.adapter, cfg.trust_remote_code)
     tasks = {}
     for name in cfg.tasks:

@@ -211,7 +211,7 @@ def prepare_run(cfg: TrainConfig, log: Callable[[str], None] = print) -> RunInpu
     task = get_task(task_name)
     template = get_template(cfg.template or recorded_train_template(cfg.data) or task.train_template)  # frame's own
     model_ref = resolve_model(cfg.model, cfg.cache_dir, log=log)
-    tokenizer = load_tokenizer(model_ref, cfg.trust_remote_code)
+    tokenizer = load_tokenizer(model_ref, cfg.trust_remote_code, cfg.cache_dir)
     fmt = default_prompt_format(tokenizer) if cfg.prompt_format == "auto" else cfg.prompt_format
     pairs, mix_stats = choose_targets(rows, cfg.method, cfg.mix_ratio, cfg.num_samples, cfg.seed)
     return RunInputs(out, rows, data_path, task, template, model_ref, tokenizer, fmt, pairs, mix_stats)
