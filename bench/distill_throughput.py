@@ -33,8 +33,7 @@ the same threads, and for each method a short warm-up before it is timed (model 
 
 ``--repeats N`` runs every arm N times, in forward then reverse order (ABBA...), each in a fresh process; an arm's
 row is its median run by rows/s (the lower one of the middle two for an even N), ``rows_per_s_runs`` lists all of
-them, and the ratios use those rows -- a
-single run of one arm moves by ~15% on a shared 2-core VM.
+them, and the ratios use those rows -- a single run of one arm moves by ~15% on a shared 2-core VM.
 
 Warm-ups use the rows that follow the N timed ones, so no timed prompt is ever in a cache before it is timed.
 
@@ -175,7 +174,7 @@ def raw_xllamacpp(gguf, prompts, warm, params, threads, parallel, settings):
         gc.collect()
 
 
-def ctranslate2_arm(hf_dir, prompts, warm, params, threads, batch, tokenizer_dir):
+def ctranslate2_arm(hf_dir, prompts, warm, params, threads, batch):
     """(f) CTranslate2 on int8 weights / float32 activations, batches of ``batch`` (its own length sorting)."""
     import ctranslate2
     from ctranslate2.converters import TransformersConverter
@@ -186,7 +185,7 @@ def ctranslate2_arm(hf_dir, prompts, warm, params, threads, batch, tokenizer_dir
     out = cache_root() / "ctranslate2" / f"{Path(hf_dir).parent.name}-int8_float32"  # <cache>/<model>/hf
     if not (out / "model.bin").is_file():  # once, never timed
         TransformersConverter(str(hf_dir)).convert(str(out), quantization="int8_float32", force=True)
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tok = AutoTokenizer.from_pretrained(str(hf_dir))
     pieces = [tok.convert_ids_to_tokens(tok(t, add_special_tokens=False)["input_ids"]) for t in prompts + warm]
     sampling = dict(sampling_topk=1) if params.greedy else dict(
         sampling_temperature=params.temperature, sampling_topk=params.top_k or 0, sampling_topp=params.top_p,
@@ -310,7 +309,7 @@ def bench_model(model, rows, a, skip, weights, hf_weights):
         **{f"c:{w}": (sdft_backend, ("llamacpp", ref, prompts, warm, params, a.threads, a.chunk_size),
                       {"profile": True, "parallel": a.parallel, "weights": w}) for w in weights},
         "d": (raw_xllamacpp, (ref.gguf, prompts, warm, params, a.threads, a.parallel, a.raw_settings), {}),
-        "f": (ctranslate2_arm, (ref.hf_dir, prompts, warm, params, a.threads, a.parallel, ref.hf_dir), {}),
+        "f": (ctranslate2_arm, (ref.hf_dir, prompts, warm, params, a.threads, a.parallel), {}),
     }
     if "f" not in skip and importlib.util.find_spec("ctranslate2") is None:
         print("(f) skipped: the optional ctranslate2 package is not installed (pip install ctranslate2)", file=sys.stderr)
@@ -467,7 +466,8 @@ def main() -> None:
                         "loadavg_start": load_start, "loadavg_end": load_end},
             "versions": versions(), "max_new_tokens": a.max_new_tokens, "threads": a.threads,
             "batch_size": a.batch_size, "chunk_size": a.chunk_size, "parallel": a.parallel,
-            "raw_settings": a.raw_settings, "repeats": a.repeats, "weights": weights, "hf_weights": hf_weights, "models": per_model,
+            "raw_settings": a.raw_settings, "repeats": a.repeats, "weights": weights, "hf_weights": hf_weights,
+            "models": per_model,
         }
         with open(a.json, "w") as f:
             json.dump(report, f, indent=2)
