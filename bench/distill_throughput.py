@@ -207,10 +207,11 @@ def ctranslate2_arm(hf_dir, prompts, warm, params, threads, batch):
                 seconds=secs, startup=load, texts=[tok.decode(i, skip_special_tokens=True) for i in ids])
 
 
-def sdft_cli(model, rows, params, a, weights, backend="llamacpp"):
-    """(e) ``sdft distill`` as a user runs it, once per backend (``e:llamacpp``, ``e:hf``), ``--weights auto``: a fresh process, the same rows (the first N GSM8K train rows),
-    ``--weights`` as given; wall clock from process start to exit (start-up, model resolution, backend load,
-    writing the folder; a stored --weights auto calibration is reused, its one-time cost is reported apart)."""
+def sdft_cli(model, rows, params, a, weights, backend="llamacpp", batch_size=None):
+    """(e) ``sdft distill`` as a user runs it, once per backend (``e:llamacpp``, ``e:hf``), ``--weights auto`` (and
+    for hf ``--batch-size auto``): a fresh process, the same rows (the first N GSM8K train rows); wall clock from
+    process start to exit (start-up, model resolution, backend load, writing the folder; the stored calibrations
+    are reused, their one-time cost is reported apart)."""
     import subprocess
     import tempfile
 
@@ -218,7 +219,7 @@ def sdft_cli(model, rows, params, a, weights, backend="llamacpp"):
         cmd = [sys.executable, "-m", "sdft", "distill", "--data", "gsm8k_train", "--task", "gsm8k", "--model", model,
                "--limit", str(rows), "--decoding", a.decoding, "--max-new-tokens", str(a.max_new_tokens),
                "--threads", str(a.threads), "--backend", backend, "--weights", weights, "--out", f"{tmp}/d",
-               "--batch-size", str(a.batch_size), "--no-progress"]
+               "--batch-size", str(batch_size or a.batch_size), "--no-progress"]
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - t0
@@ -226,7 +227,7 @@ def sdft_cli(model, rows, params, a, weights, backend="llamacpp"):
         cfg = json.load(open(f"{tmp}/d/config.json"))
     gen = m["this_session"]["seconds"]
     return dict(prompt_tokens=None, generated_tokens=m["this_session"]["generated_tokens"], seconds=gen,
-                startup=wall - gen, weights=cfg["config"]["weights"])
+                startup=wall - gen, weights=cfg["config"]["weights"], batch_size=cfg["config"]["batch_size"])
 
 
 def _in_child(fn, args, kwargs, threads):
@@ -327,18 +328,27 @@ def bench_model(model, rows, a, skip, weights, hf_weights):
         results[m], texts[m] = summarise_runs(NAMES[m.split(":")[0]] + (f", {m[2:]} weights" if ":" in m else ""),
                                               done[m], len(prompts))
     auto = {}
+    e_runs_on = {b for b in ("llamacpp", "hf") if "e" not in skip and f"e:{b}" not in skip}
     for arm, backend, target in (("c", "llamacpp", ref.gguf), ("b", "hf", ref.hf_dir)):
-        if any(m.startswith(arm + ":") for m in results):  # what --weights auto picks here, against the best
-            from sdft.generation.tuning import pick_weights
+        arms_here = [m for m in results if m.startswith(arm + ":")]
+        if arms_here or backend in e_runs_on:  # what --weights auto picks here (once), against the best arm
+            from sdft.generation.tuning import BATCH_SAMPLE, pick_batch_size, pick_weights
             from sdft.models import load_tokenizer
 
             tok = load_tokenizer(ref)
+            log = lambda m: print(m, file=sys.stderr)  # noqa: E731
             t0 = time.perf_counter()
             picked = pick_weights(target, prompts, lambda t: tok(t, add_special_tokens=False)["input_ids"],
-                                  a.max_new_tokens, a.threads, a.parallel, log=lambda m: print(m, file=sys.stderr),
-                                  backend=backend, batch_size=a.batch_size)
-            best = max((m for m in results if m.startswith(arm + ":")), key=lambda m: results[m]["rows_per_s"])
-            auto[backend] = {"picked": picked, "measured_best": best[2:], "seconds": round(time.perf_counter() - t0, 1)}
+                                  a.max_new_tokens, a.threads, a.parallel, log=log, backend=backend,
+                                  batch_size=a.batch_size)
+            auto[backend] = {"picked": picked, "seconds": round(time.perf_counter() - t0, 1)}
+            if arms_here:
+                auto[backend]["measured_best"] = max(arms_here, key=lambda m: results[m]["rows_per_s"])[2:]
+            if backend == "hf" and backend in e_runs_on:  # e:hf runs --batch-size auto: time it here, once
+                t0 = time.perf_counter()
+                auto["hf"]["batch_size"] = pick_batch_size(target, prompts[:BATCH_SAMPLE], picked, a.threads,
+                                                           a.max_new_tokens, log=log)
+                auto["hf"]["batch_seconds"] = round(time.perf_counter() - t0, 1)
     for backend in ("llamacpp", "hf"):  # last: the stored calibration is reused, so e times a user's later runs
         if "e" in skip or f"e:{backend}" in skip:
             continue
@@ -346,10 +356,12 @@ def bench_model(model, rows, a, skip, weights, hf_weights):
         for k in range(a.repeats):
             print(f"[{model}] running (e:{backend}) {NAMES['e']} (run {k + 1}/{a.repeats}) ...", file=sys.stderr,
                   flush=True)
-            e_runs.append(sdft_cli(model, rows, params, a, "auto", backend))
+            e_runs.append(sdft_cli(model, rows, params, a, "auto", backend, "auto" if backend == "hf" else None))
         picked_weights = {r.pop("weights") for r in e_runs}
+        picked_batch = {str(r.pop("batch_size")) for r in e_runs}
         results[f"e:{backend}"], _ = summarise_runs(
-            NAMES["e"] + f", --backend {backend} --weights {'/'.join(sorted(picked_weights))}", e_runs, len(prompts))
+            NAMES["e"] + f", --backend {backend} --weights {'/'.join(sorted(picked_weights))}"
+            + (f" --batch-size {'/'.join(sorted(picked_batch))}" if backend == "hf" else ""), e_runs, len(prompts))
     greedy_same = {}
     if params.greedy:  # how far each weight type moves greedy answers from its backend's native ones
         for arm in ("b", "c"):
@@ -390,8 +402,10 @@ def print_model(res):
               f"{pr.get('prompt_tokens_per_s') or float('nan'):>12.1f} {pr.get('decode_tokens_per_s') or float('nan'):>12.1f}"
               + (f"  runs {' / '.join(f'{x:.3f}' for x in r['rows_per_s_runs'])}" if r.get("rows_per_s_runs") else ""))
     for backend, au in (res.get("auto") or {}).items():
-        print(f"{backend} --weights auto picks {au['picked']} (calibration {au['seconds']} s, or 0 when stored); "
-              f"the best measured here: {au['measured_best']}")
+        print(f"{backend} --weights auto picks {au['picked']} (calibration {au['seconds']} s, or 0 when stored)"
+              + (f"; the best measured here: {au['measured_best']}" if "measured_best" in au else "")
+              + (f"; --batch-size auto picks {au['batch_size']} (timed in {au['batch_seconds']} s, or 0 when stored)"
+                 if "batch_size" in au else ""))
     if res["greedy_equal_to_native"]:
         print("greedy answers equal to their backend's native ones: " + ", ".join(
             f"{m} {n}/{res['rows']}" for m, n in res["greedy_equal_to_native"].items()))

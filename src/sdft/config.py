@@ -49,8 +49,13 @@ def _layout() -> Any:
                choices=("standard", "release"))
 
 
-def _batch_size(default: int = 8) -> Any:
-    return opt(default, "prompts per generate call on the backend", run_only=True, min=1)
+def _batch_size(default: int = 8, auto: bool = False) -> Any:
+    if not auto:
+        return opt(default, "prompts per generate call on the backend", run_only=True, min=1)
+    return opt(default, "prompts per generate call on the backend | auto (hf backend: the fastest of "
+                        "8 / 16 / 24 for this run's model, weights and prompts on this machine, measured once; the "
+                        "chunk size is raised to twice it; other backends: 8)", run_only=True, min=1,
+               choices=("auto",))
 
 
 def _chunk_size() -> Any:
@@ -141,7 +146,7 @@ class DistillConfig(ScaleOptions):
     truncated: str = opt("keep", "a rewrite cut off at max_new_tokens: keep (checked like any other, as the release) "
                          "| reject", choices=("keep", "reject"))
     num_candidates: int = opt(1, "best-of-n: sample up to n rewrites per row, keep the first that passes", min=1)
-    batch_size: int = _batch_size()
+    batch_size: int | str = _batch_size(auto=True)
     chunk_size: int = _chunk_size()
     threads: int | None = _threads()
     weights: str = _weights(auto=True)

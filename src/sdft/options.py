@@ -76,7 +76,11 @@ def _coerce(name: str, tp: Any, value: Any, where: str) -> Any:
         return None
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
-        return _coerce(name, inner[0], value, where) if len(inner) == 1 else value
+        if len(inner) == 1:
+            return _coerce(name, inner[0], value, where)
+        if int in inner and isinstance(value, str) and value.strip().isdigit():  # `int | str`: 16 or a word
+            return int(value)
+        return value
     if origin is tuple:
         if isinstance(value, str):
             value = [v for v in value.split(",") if v]
@@ -108,9 +112,11 @@ def _check_value(f: dataclasses.Field, value: Any, where: str) -> None:
     m = meta(f)
     if value is None:
         return
-    if m["choices"] and value not in m["choices"]:
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if m["choices"] and value not in m["choices"] and not (numeric and all(isinstance(c, str) for c in m["choices"])):
+        # (a number for an `int | str` option whose choices are its words, e.g. batch_size 16 | auto)
         raise ConfigError(f"{where}: '{f.name}' is {value!r}; use one of {', '.join(map(str, m['choices']))}")
-    if m["min"] is not None and isinstance(value, (int, float)) and not isinstance(value, bool) and value < m["min"]:
+    if m["min"] is not None and numeric and value < m["min"]:
         raise ConfigError(f"{where}: '{f.name}' must be at least {m['min']:g}, got {value!r}")
 
 

@@ -90,3 +90,53 @@ def test_hf_bf16_weights(tiny_model_dir):
     assert len(b.generate(["Hi"], GenerationParams(max_new_tokens=3))) == 1
     with pytest.raises(ValueError, match="hf backend runs native | bf16"):
         HFBackend(str(tiny_model_dir), weights="q8_0")
+
+
+def test_batch_size_auto_picks_the_most_rows_per_s_and_times_once(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(tuning, "measure_batch_sizes",
+                        lambda *a, **k: calls.append(a) or {8: 1.2, 16: 1.7, 24: 1.8})
+    (tmp_path / "config.json").write_text("{}")
+    cfg = SimpleNamespace(weights="bf16", threads=2, max_new_tokens=128, cache_dir=str(tmp_path / "c"), chunk_size=16,
+                          trust_remote_code=False, executor="local")
+    model = SimpleNamespace(hf_dir=tmp_path)
+    assert tuning.resolve_batch_size(cfg, "hf", model, ["p"] * 60, log=lambda m: None) == (24, 48)
+    assert tuning.resolve_batch_size(cfg, "hf", model, ["p"] * 60, log=lambda m: None) == (24, 48)
+    assert len(calls) == 1 and len(calls[0][1]) == tuning.BATCH_SAMPLE  # the first BATCH_SAMPLE prompts, once
+    # a wider chunk the user asked for is kept; another backend or executor: 8 and the run's chunk
+    assert tuning.resolve_batch_size(SimpleNamespace(**{**vars(cfg), "chunk_size": 64}), "hf", model, ["p"] * 60,
+                                     log=lambda m: None) == (24, 64)
+    assert tuning.resolve_batch_size(cfg, "llamacpp", model, ["p"], log=lambda m: None) == (8, 16)
+    assert tuning.resolve_batch_size(SimpleNamespace(**{**vars(cfg), "executor": "ray"}), "hf", model, ["p"],
+                                     log=lambda m: None) == (8, 16)
+
+
+def test_distill_batch_size_auto_on_the_tiny_model_records_the_size_and_keeps_greedy_rows(tmp_path, tiny_model_dir):
+    from sdft.config import DistillConfig
+    from sdft.distillation.distill import distill
+    from sdft.options import build
+
+    data = tmp_path / "rows.json"
+    data.write_text(json.dumps([{"instruction": f"Say {w}.", "output": "Hi."} for w in ("hi", "yes", "a long word")]))
+
+    def run(name, **kw):
+        res = distill(DistillConfig(data=str(data), out=str(tmp_path / name), model=str(tiny_model_dir),
+                                    backend="hf", decoding="greedy", max_new_tokens=4, cache_dir=str(tmp_path / "c"),
+                                    **kw), progress=False, log=lambda m: None)
+        rows = [json.loads(x)["distilled"] for x in (res.out / "rows.jsonl").read_text().splitlines()]
+        return json.loads((res.out / "config.json").read_text()), rows
+
+    auto_cfg, auto_rows = run("auto", batch_size="auto")
+    assert auto_cfg["config"]["batch_size"] in tuning.BATCH_CANDIDATES
+    assert auto_cfg["config"]["chunk_size"] == max(16, 2 * auto_cfg["config"]["batch_size"])
+    assert list((tmp_path / "c" / "tuning").glob("*-batch-*.json"))
+    fixed_cfg, fixed_rows = run("fixed")
+    assert fixed_rows == auto_rows and fixed_cfg["fingerprint"] == auto_cfg["fingerprint"]  # float32: run-only
+    # the option takes a number or its word, from YAML or the command line (a string), and nothing else
+    assert build(DistillConfig, {"data": "d", "out": "o", "batch_size": "16"}).batch_size == 16
+    assert build(DistillConfig, {"data": "d", "out": "o", "batch_size": "auto"}).batch_size == "auto"
+    from sdft.options import ConfigError
+
+    for bad in ("fast", 0):
+        with pytest.raises(ConfigError, match="batch_size"):
+            build(DistillConfig, {"data": "d", "out": "o", "batch_size": bad})

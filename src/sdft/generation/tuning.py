@@ -7,8 +7,14 @@ one pass with a single new token (prompt processing, tokens/s) and one with ``DE
 slot (decoding, tokens/s). The predicted time of a row is ``prompt_tokens / prompt_rate + new_tokens / decode_rate``
 with the run's mean prompt length and ``max_new_tokens``; the type with the shortest predicted time wins. The
 measurement is kept in ``<cache>/tuning/<key>.json`` (key: the GGUF or the model folder's config, the CPU model, the
-thread count, the llama.cpp or torch build and, for hf, the batch size), so a machine calibrates once per model; the chosen type is what the run records in its
-fingerprint and manifest (a resume elsewhere that would pick another type is refused, as any config change).
+thread count, the llama.cpp or torch build and, for hf, the batch size), so a machine calibrates once per model;
+the chosen type is what the run records in its fingerprint and manifest (a resume elsewhere that would pick another
+type is refused, as any config change).
+
+``--batch-size auto`` (hf backend): whole greedy passes over the run's first ``BATCH_SAMPLE`` prompts at each of
+``BATCH_CANDIDATES``, the most rows/s wins (:func:`pick_batch_size`; stored as above). The batch size is run-only:
+in float32 it leaves greedy answers as they are; in bfloat16 the batch shapes move near-ties (measured in
+BENCHMARKS.md), as the weight type itself does.
 """
 
 from __future__ import annotations
@@ -148,6 +154,90 @@ def resolve_weights(cfg, backend_name: str | None, model, tokenizer, prompts: Se
         return pick_weights(model.gguf, prompts, tokenize, new_tokens, threads, cache_dir=cfg.cache_dir, log=log)
     if model is not None and backend_name == "hf" and getattr(cfg, "executor", "local") in (None, "local"):
         return pick_weights(model.hf_dir, prompts, tokenize, new_tokens, threads, cache_dir=cfg.cache_dir, log=log,
-                            backend="hf", batch_size=cfg.batch_size)
+                            backend="hf", batch_size=cfg.batch_size if isinstance(cfg.batch_size, int) else 8)
     log(f"--weights auto: native (the run generates with {backend_name or 'a given backend'})")
     return "native"
+
+
+# --batch-size auto (hf backend): whole passes over the run's first prompts, one per candidate batch size, each in
+# chunks of twice the batch (as the run will be: rows are length-sorted within a chunk, so a wider chunk pads less).
+# Measured on an AMX Xeon (SmolLM2-135M, bf16, 48 GSM8K rows, 128 new tokens): batch 8 / 16 / 24 ran 1.2 / 1.7 /
+# 1.8 rows/s, batch 48 1.6 (a batch decodes until its longest row is done; the KV cache grows by copies), so no
+# one size is best everywhere (BENCHMARKS.md, issue #20).
+BATCH_CANDIDATES = (8, 16, 24)
+BATCH_SAMPLE = 48  # prompts per calibration pass
+
+
+def batch_tuning_path(model_dir: Path, weights: str, threads: int, max_new_tokens: int, n_prompts: int,
+                      cache_dir: str | Path | None = None) -> Path:
+    from importlib.metadata import version
+
+    from sdft.models import cache_root, file_key
+
+    ident = (f"hf-batch:{file_key(Path(model_dir) / 'config.json')}:{weights}:{max_new_tokens}:{n_prompts}:"
+             f"{BATCH_CANDIDATES}:torch {version('torch')}:{_cpu_name()}:{threads}")
+    key = hashlib.sha256(ident.encode()).hexdigest()
+    return cache_root(cache_dir) / "tuning" / f"{Path(model_dir).name}-batch-{key[:16]}.json"
+
+
+def measure_batch_sizes(model_dir: str | Path, prompts: Sequence[str], weights: str, threads: int,
+                        max_new_tokens: int, candidates: Sequence[int] = BATCH_CANDIDATES,
+                        log: Callable[[str], None] = print, **backend_kw) -> dict[int, float]:
+    """Rows/s of greedy generation over ``prompts`` at each batch size (chunks of twice the batch), one model."""
+    from sdft.generation.base import GenerationParams
+    from sdft.generation.hf import HFBackend
+
+    backend = HFBackend(str(model_dir), weights=weights, threads=threads, **backend_kw)
+    params = GenerationParams(max_new_tokens=max_new_tokens)
+    out: dict[int, float] = {}
+    try:
+        backend.generate(list(prompts[:2]), GenerationParams(max_new_tokens=2))  # warm-up
+        for b in candidates:
+            backend.batch_size = b
+            t0 = time.perf_counter()
+            for start in range(0, len(prompts), 2 * b):  # the run's chunks (generate_in_chunks)
+                backend.generate(list(prompts[start:start + 2 * b]), params)
+            out[b] = len(prompts) / (time.perf_counter() - t0)
+            log(f"batch size {b}: {out[b]:.2f} rows/s")
+    finally:
+        backend.close()
+    return out
+
+
+def pick_batch_size(model_dir: str | Path, prompts: Sequence[str], weights: str, threads: int, max_new_tokens: int,
+                    cache_dir: str | Path | None = None, log: Callable[[str], None] = print, **backend_kw) -> int:
+    """The hf batch size with the most rows/s for prompts like ``prompts`` on this machine, from its stored
+    calibration (measured first when there is none)."""
+    sample = list(prompts[:BATCH_SAMPLE])
+    if not sample:
+        return BATCH_CANDIDATES[0]
+    path = batch_tuning_path(Path(model_dir), weights, threads, max_new_tokens, len(sample), cache_dir)
+    if path.is_file():
+        rates = {int(k): v for k, v in json.loads(path.read_text())["rows_per_s"].items()}
+    else:
+        log(f"--batch-size auto: timing batch sizes {'/'.join(map(str, BATCH_CANDIDATES))} on {len(sample)} prompts "
+            f"(once; {path})")
+        rates = measure_batch_sizes(model_dir, sample, weights, threads, max_new_tokens, log=log, **backend_kw)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"model": str(model_dir), "weights": weights, "cpu": _cpu_name(), "threads": threads,
+                                   "max_new_tokens": max_new_tokens, "prompts": len(sample),
+                                   "rows_per_s": rates}, indent=2))
+        tmp.replace(path)
+    best = max(rates, key=lambda b: rates[b])
+    log(f"--batch-size auto: {best} ({rates[best]:.2f} rows/s measured, {weights} weights, {threads} threads)")
+    return best
+
+
+def resolve_batch_size(cfg, backend_name: str | None, model, prompts: Sequence[str],
+                       log: Callable[[str], None] = print) -> tuple[int, int]:
+    """What ``batch_size: auto`` means for a run: ``(batch_size, chunk_size)`` -- for the hf backend run locally,
+    :func:`pick_batch_size` with the chunk raised to twice it; 8 and the run's chunk size for any other."""
+    from sdft.generation.llamacpp import usable_cpus
+
+    if model is not None and backend_name == "hf" and getattr(cfg, "executor", "local") in (None, "local"):
+        b = pick_batch_size(model.hf_dir, prompts, cfg.weights, cfg.threads or usable_cpus(), cfg.max_new_tokens,
+                            cfg.cache_dir, log, trust_remote_code=cfg.trust_remote_code)
+        return b, max(cfg.chunk_size, 2 * b)
+    log(f"--batch-size auto: 8 (the run generates with {backend_name or 'a given backend'})")
+    return BATCH_CANDIDATES[0], cfg.chunk_size
