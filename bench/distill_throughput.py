@@ -209,7 +209,7 @@ def ctranslate2_arm(hf_dir, prompts, warm, params, threads, batch):
 
 def sdft_cli(model, rows, params, a, weights, backend="llamacpp", batch_size=None):
     """(e) ``sdft distill`` as a user runs it, once per backend (``e:llamacpp``, ``e:hf``), ``--weights auto`` (and
-    for hf ``--batch-size auto``): a fresh process, the same rows (the first N GSM8K train rows); wall clock from
+    for hf ``--batch-size auto --kv-cache auto``): a fresh process, the same rows (the first N GSM8K train rows); wall clock from
     process start to exit (start-up, model resolution, backend load, writing the folder; the stored calibrations
     are reused, their one-time cost is reported apart)."""
     import subprocess
@@ -219,7 +219,8 @@ def sdft_cli(model, rows, params, a, weights, backend="llamacpp", batch_size=Non
         cmd = [sys.executable, "-m", "sdft", "distill", "--data", "gsm8k_train", "--task", "gsm8k", "--model", model,
                "--limit", str(rows), "--decoding", a.decoding, "--max-new-tokens", str(a.max_new_tokens),
                "--threads", str(a.threads), "--backend", backend, "--weights", weights, "--out", f"{tmp}/d",
-               "--batch-size", str(batch_size or a.batch_size), "--no-progress"]
+               "--batch-size", str(batch_size or a.batch_size), "--no-progress"] + (
+                   ["--kv-cache", "auto"] if batch_size == "auto" else [])
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - t0
@@ -227,7 +228,8 @@ def sdft_cli(model, rows, params, a, weights, backend="llamacpp", batch_size=Non
         cfg = json.load(open(f"{tmp}/d/config.json"))
     gen = m["this_session"]["seconds"]
     return dict(prompt_tokens=None, generated_tokens=m["this_session"]["generated_tokens"], seconds=gen,
-                startup=wall - gen, weights=cfg["config"]["weights"], batch_size=cfg["config"]["batch_size"])
+                startup=wall - gen, weights=cfg["config"]["weights"],
+                batch_size=f"{cfg['config']['batch_size']} --kv-cache {cfg['config'].get('kv_cache', 'dynamic')}")
 
 
 def _in_child(fn, args, kwargs, threads):
@@ -332,7 +334,7 @@ def bench_model(model, rows, a, skip, weights, hf_weights):
     for arm, backend, target in (("c", "llamacpp", ref.gguf), ("b", "hf", ref.hf_dir)):
         arms_here = [m for m in results if m.startswith(arm + ":")]
         if arms_here or backend in e_runs_on:  # what --weights auto picks here (once), against the best arm
-            from sdft.generation.tuning import BATCH_SAMPLE, pick_batch_size, pick_weights
+            from sdft.generation.tuning import BATCH_SAMPLE, KV_CACHES, pick_batch_size, pick_weights
             from sdft.models import load_tokenizer
 
             tok = load_tokenizer(ref)
@@ -344,10 +346,10 @@ def bench_model(model, rows, a, skip, weights, hf_weights):
             auto[backend] = {"picked": picked, "seconds": round(time.perf_counter() - t0, 1)}
             if arms_here:
                 auto[backend]["measured_best"] = max(arms_here, key=lambda m: results[m]["rows_per_s"])[2:]
-            if backend == "hf" and backend in e_runs_on:  # e:hf runs --batch-size auto: time it here, once
+            if backend == "hf" and backend in e_runs_on:  # e:hf runs --batch-size/--kv-cache auto: time it once
                 t0 = time.perf_counter()
-                auto["hf"]["batch_size"] = pick_batch_size(target, prompts[:BATCH_SAMPLE], picked, a.threads,
-                                                           a.max_new_tokens, log=log)
+                auto["hf"]["batch_size"] = "{} --kv-cache {}".format(*pick_batch_size(
+                    target, prompts[:BATCH_SAMPLE], picked, a.threads, a.max_new_tokens, log=log, caches=KV_CACHES))
                 auto["hf"]["batch_seconds"] = round(time.perf_counter() - t0, 1)
     for backend in ("llamacpp", "hf"):  # last: the stored calibration is reused, so e times a user's later runs
         if "e" in skip or f"e:{backend}" in skip:

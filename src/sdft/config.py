@@ -53,8 +53,8 @@ def _batch_size(default: int = 8, auto: bool = False) -> Any:
     if not auto:
         return opt(default, "prompts per generate call on the backend", run_only=True, min=1)
     return opt(default, "prompts per generate call on the backend | auto (hf backend: the fastest of "
-                        "8 / 16 / 24 for this run's model, weights and prompts on this machine, measured once; the "
-                        "chunk size is raised to twice it; other backends: 8)", run_only=True, min=1,
+                        "8 / 16 / 24 for this run's model, weights and prompts on this machine, timed once on its first 48 "
+                        "prompts; the chunk size is raised to twice it; other backends: 8)", run_only=True, min=1,
                choices=("auto",))
 
 
@@ -150,6 +150,11 @@ class DistillConfig(ScaleOptions):
     chunk_size: int = _chunk_size()
     threads: int | None = _threads()
     weights: str = _weights(auto=True)
+    kv_cache: str = opt("dynamic", "hf backend's KV cache: dynamic (transformers' default: grows each step) | static "
+                                   "(allocated once per batch for prompt + max_new_tokens: no copy per step) | auto "
+                                   "(the faster here, timed with --batch-size auto's passes); in bf16 it moves "
+                                   "near-ties as the batch size does", run_only=True,
+                        choices=("dynamic", "static", "auto"))
     cache_dir: str | None = _cache_dir()
     trust_remote_code: bool = _trust()
     deterministic: bool = _deterministic()

@@ -94,21 +94,36 @@ def test_hf_bf16_weights(tiny_model_dir):
 
 def test_batch_size_auto_picks_the_most_rows_per_s_and_times_once(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(tuning, "measure_batch_sizes",
-                        lambda *a, **k: calls.append(a) or {8: 1.2, 16: 1.7, 24: 1.8})
+    monkeypatch.setattr(tuning, "measure_batch_sizes", lambda *a, **k: calls.append(a) or {
+        "8:dynamic": 1.2, "16:dynamic": 1.7, "24:dynamic": 1.8, "24:static": 2.0})
     (tmp_path / "config.json").write_text("{}")
     cfg = SimpleNamespace(weights="bf16", threads=2, max_new_tokens=128, cache_dir=str(tmp_path / "c"), chunk_size=16,
-                          trust_remote_code=False, executor="local")
+                          trust_remote_code=False, executor="local", batch_size="auto", kv_cache="auto")
     model = SimpleNamespace(hf_dir=tmp_path)
-    assert tuning.resolve_batch_size(cfg, "hf", model, ["p"] * 60, log=lambda m: None) == (24, 48)
-    assert tuning.resolve_batch_size(cfg, "hf", model, ["p"] * 60, log=lambda m: None) == (24, 48)
+    quiet = {"log": lambda m: None}
+    assert tuning.resolve_batch_size(cfg, "hf", model, ["p"] * 60, **quiet) == (24, 48, "static")
+    assert tuning.resolve_batch_size(cfg, "hf", model, ["p"] * 60, **quiet) == (24, 48, "static")
     assert len(calls) == 1 and len(calls[0][1]) == tuning.BATCH_SAMPLE  # the first BATCH_SAMPLE prompts, once
-    # a wider chunk the user asked for is kept; another backend or executor: 8 and the run's chunk
-    assert tuning.resolve_batch_size(SimpleNamespace(**{**vars(cfg), "chunk_size": 64}), "hf", model, ["p"] * 60,
-                                     log=lambda m: None) == (24, 64)
-    assert tuning.resolve_batch_size(cfg, "llamacpp", model, ["p"], log=lambda m: None) == (8, 16)
-    assert tuning.resolve_batch_size(SimpleNamespace(**{**vars(cfg), "executor": "ray"}), "hf", model, ["p"],
-                                     log=lambda m: None) == (8, 16)
+    assert calls[0][5:7] == (tuning.BATCH_CANDIDATES, tuning.KV_CACHES)
+
+    def with_(**kw):
+        return SimpleNamespace(**{**vars(cfg), **kw})
+
+    # a wider chunk the user asked for is kept; a fixed batch keeps its chunk; nothing to choose: nothing timed
+    assert tuning.resolve_batch_size(with_(chunk_size=64), "hf", model, ["p"] * 60, **quiet) == (24, 64, "static")
+    assert tuning.resolve_batch_size(with_(batch_size=12, kv_cache="static"), "hf", model, ["p"], **quiet) \
+        == (12, 16, "static")
+    assert len(calls) == 1
+    # another backend or executor: 8, the run's chunk, the dynamic cache
+    assert tuning.resolve_batch_size(cfg, "llamacpp", model, ["p"], **quiet) == (8, 16, "dynamic")
+    assert tuning.resolve_batch_size(with_(executor="ray"), "hf", model, ["p"], **quiet) == (8, 16, "dynamic")
+
+
+def test_batch_and_cache_timing_on_the_tiny_model(tiny_model_dir):
+    rates = tuning.measure_batch_sizes(tiny_model_dir, ["Hello there", "How are you today?", "Hi"], "native", 1, 3,
+                                       batches=(1, 2), caches=tuning.KV_CACHES, log=lambda m: None)
+    best = max((1, 2), key=lambda b: rates[f"{b}:dynamic"])
+    assert set(rates) == {"1:dynamic", "2:dynamic", f"{best}:static"} and all(r > 0 for r in rates.values())
 
 
 def test_distill_batch_size_auto_on_the_tiny_model_records_the_size_and_keeps_greedy_rows(tmp_path, tiny_model_dir):
@@ -126,17 +141,19 @@ def test_distill_batch_size_auto_on_the_tiny_model_records_the_size_and_keeps_gr
         rows = [json.loads(x)["distilled"] for x in (res.out / "rows.jsonl").read_text().splitlines()]
         return json.loads((res.out / "config.json").read_text()), rows
 
-    auto_cfg, auto_rows = run("auto", batch_size="auto")
+    auto_cfg, auto_rows = run("auto", batch_size="auto", kv_cache="auto")
     assert auto_cfg["config"]["batch_size"] in tuning.BATCH_CANDIDATES
+    assert auto_cfg["config"]["kv_cache"] in tuning.KV_CACHES
     assert auto_cfg["config"]["chunk_size"] == max(16, 2 * auto_cfg["config"]["batch_size"])
     assert list((tmp_path / "c" / "tuning").glob("*-batch-*.json"))
-    fixed_cfg, fixed_rows = run("fixed")
-    assert fixed_rows == auto_rows and fixed_cfg["fingerprint"] == auto_cfg["fingerprint"]  # float32: run-only
+    for name, kw in (("fixed", {}), ("static", {"kv_cache": "static", "batch_size": 2})):
+        cfg, rows = run(name, **kw)  # float32: batch size and KV cache are run-only and leave greedy rows as they are
+        assert rows == auto_rows and cfg["fingerprint"] == auto_cfg["fingerprint"]
     # the option takes a number or its word, from YAML or the command line (a string), and nothing else
     assert build(DistillConfig, {"data": "d", "out": "o", "batch_size": "16"}).batch_size == 16
     assert build(DistillConfig, {"data": "d", "out": "o", "batch_size": "auto"}).batch_size == "auto"
     from sdft.options import ConfigError
 
-    for bad in ("fast", 0):
-        with pytest.raises(ConfigError, match="batch_size"):
-            build(DistillConfig, {"data": "d", "out": "o", "batch_size": bad})
+    for key, bad in (("batch_size", "fast"), ("batch_size", 0), ("kv_cache", "paged")):
+        with pytest.raises(ConfigError, match=key):
+            build(DistillConfig, {"data": "d", "out": "o", key: bad})

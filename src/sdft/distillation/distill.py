@@ -240,13 +240,13 @@ def _distill(cfg: DistillConfig, p: Plan, *, progress: bool, backend, tokenizer,
         name = None if backend is not None or gen_model is None else pick_backend(cfg.backend, gen_model)
         cfg = replace(cfg, weights=resolve_weights(cfg, name, gen_model, tokenizer, [
             prompt_of(p.examples[i]) for i in p.indices[:8]], cfg.max_new_tokens, log))
-    if cfg.batch_size == "auto":  # measured on this machine (once); run-only, the chosen size is in the config file
+    if "auto" in (cfg.batch_size, cfg.kv_cache):  # measured here (once); run-only, the choice is in config.json
         from sdft.generation.tuning import BATCH_SAMPLE, resolve_batch_size
 
         name = None if backend is not None or gen_model is None else pick_backend(cfg.backend, gen_model)
-        batch, chunk = (1, cfg.chunk_size) if deterministic else resolve_batch_size(
+        batch, chunk, kv = (1, cfg.chunk_size, "dynamic") if deterministic else resolve_batch_size(
             cfg, name, gen_model, [prompt_of(p.examples[i]) for i in p.indices[:BATCH_SAMPLE]], log)
-        cfg = replace(cfg, batch_size=batch, chunk_size=chunk)
+        cfg = replace(cfg, batch_size=batch, chunk_size=chunk, kv_cache=kv)
     fp = fingerprint(cfg, p.input_sha256)
     guard_run_folder(out, fp, cfg.overwrite, [ROWS, MANIFEST, "distilled.json", "original.json", "dataset_info.json"])
     out.mkdir(parents=True, exist_ok=True)
@@ -294,7 +294,7 @@ def _distill(cfg: DistillConfig, p: Plan, *, progress: bool, backend, tokenizer,
             assert gen_model is not None
             backend = make_backend(pick_backend(cfg.backend, gen_model), gen_model, batch_size=cfg.batch_size,
                                    tokenizer=tokenizer, trust_remote_code=cfg.trust_remote_code, threads=cfg.threads,
-                                   weights=cfg.weights, cache_dir=cfg.cache_dir,
+                                   weights=cfg.weights, cache_dir=cfg.cache_dir, kv_cache=cfg.kv_cache,
                                    deterministic=deterministic, **server_options(cfg), **executor_options(cfg))
         from sdft.progress import DistillProgress
 

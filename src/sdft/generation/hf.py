@@ -5,6 +5,9 @@ loop; bfloat16 on a GPU that has it); ``bf16`` runs them in bfloat16 -- on a CPU
 (AMX, AVX512-BF16) prompt processing measured ~3.6x and batched decoding ~2x float32's (SmolLM2-135M, 2 cores,
 BENCHMARKS.md); on a CPU without them torch emulates it (slow). The arithmetic changes, so greedy answers can
 differ from float32's at near-ties: the weight type is part of a run's fingerprint (``--weights auto`` measures).
+In bfloat16 a row's rounding also depends on its batch's shape (padding, row count): greedy answers then move with
+``batch_size`` and ``chunk_size`` at near-ties (float32 measured batch-invariant; docs/reproducibility.md).
+``sdft distill --batch-size auto`` times the batch size (:mod:`sdft.generation.tuning`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ class HFBackend:
 
     def __init__(self, model_dir: str, *, adapter: str | None = None, batch_size: int = 8, dtype: str = "auto",
                  device: str | None = None, trust_remote_code: bool = False, model=None, tokenizer=None,
-                 threads: int | None = None, deterministic: bool = False, weights: str = "native", **_):
+                 threads: int | None = None, deterministic: bool = False, weights: str = "native",
+                 kv_cache: str = "dynamic", **_):
         import torch
 
         if deterministic:  # one row per forward pass: no padding or batch shape changes a row's arithmetic
@@ -53,6 +57,9 @@ class HFBackend:
             model.to(self.device)
         self.model = model.eval()
         self.batch_size = batch_size
+        if kv_cache not in ("dynamic", "static"):
+            raise ValueError(f"kv_cache {kv_cache!r}: the hf backend runs dynamic | static")
+        self.kv_cache = kv_cache  # static: transformers' StaticCache, sized for each batch's prompt + new tokens
         self.stats = {"generated_tokens": 0, "prompt_tokens": 0, "seconds": 0.0}
 
     @classmethod
@@ -85,6 +92,8 @@ class HFBackend:
                                        return_tensors="pt").to(self.device)
             kwargs = dict(max_new_tokens=params.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
                           repetition_penalty=params.repetition_penalty)
+            if self.kv_cache == "static":
+                kwargs["cache_implementation"] = "static"
             if params.greedy:
                 kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
             else:

@@ -159,85 +159,110 @@ def resolve_weights(cfg, backend_name: str | None, model, tokenizer, prompts: Se
     return "native"
 
 
-# --batch-size auto (hf backend): whole passes over the run's first prompts, one per candidate batch size, each in
-# chunks of twice the batch (as the run will be: rows are length-sorted within a chunk, so a wider chunk pads less).
-# Measured on an AMX Xeon (SmolLM2-135M, bf16, 48 GSM8K rows, 128 new tokens): batch 8 / 16 / 24 ran 1.2 / 1.7 /
-# 1.8 rows/s, batch 48 1.6 (a batch decodes until its longest row is done; the KV cache grows by copies), so no
-# one size is best everywhere (BENCHMARKS.md, issue #20).
+# --batch-size auto / --kv-cache auto (hf backend): whole greedy passes over the run's first prompts, one per
+# candidate, each in chunks of twice the batch (as the run will be: rows are length-sorted within a chunk, so a
+# wider chunk pads less). Measured on an AMX Xeon (SmolLM2-135M, bf16, 48 GSM8K rows, 128 new tokens): batch 8 / 16
+# / 24 ran 1.2 / 1.7 / 2.0 rows/s, batch 48 1.6 (a batch decodes until its longest row is done); transformers'
+# static KV cache decoded a batch of 24 in 83 ms a step against the dynamic cache's 95 (no copy of the cache per
+# step), so no one setting is best everywhere (BENCHMARKS.md, issue #20).
 BATCH_CANDIDATES = (8, 16, 24)
+KV_CACHES = ("dynamic", "static")
 BATCH_SAMPLE = 48  # prompts per calibration pass
 
 
 def batch_tuning_path(model_dir: Path, weights: str, threads: int, max_new_tokens: int, n_prompts: int,
-                      cache_dir: str | Path | None = None) -> Path:
+                      batches: Sequence[int], caches: Sequence[str], cache_dir: str | Path | None = None) -> Path:
     from importlib.metadata import version
 
     from sdft.models import cache_root, file_key
 
     ident = (f"hf-batch:{file_key(Path(model_dir) / 'config.json')}:{weights}:{max_new_tokens}:{n_prompts}:"
-             f"{BATCH_CANDIDATES}:torch {version('torch')}:{_cpu_name()}:{threads}")
+             f"{tuple(batches)}:{tuple(caches)}:torch {version('torch')}:{_cpu_name()}:{threads}")
     key = hashlib.sha256(ident.encode()).hexdigest()
     return cache_root(cache_dir) / "tuning" / f"{Path(model_dir).name}-batch-{key[:16]}.json"
 
 
 def measure_batch_sizes(model_dir: str | Path, prompts: Sequence[str], weights: str, threads: int,
-                        max_new_tokens: int, candidates: Sequence[int] = BATCH_CANDIDATES,
-                        log: Callable[[str], None] = print, **backend_kw) -> dict[int, float]:
-    """Rows/s of greedy generation over ``prompts`` at each batch size (chunks of twice the batch), one model."""
+                        max_new_tokens: int, batches: Sequence[int] = BATCH_CANDIDATES,
+                        caches: Sequence[str] = KV_CACHES[:1], log: Callable[[str], None] = print,
+                        **backend_kw) -> dict[str, float]:
+    """Rows/s of greedy generation over ``prompts`` (chunks of twice the batch), keyed ``"<batch>:<kv cache>"``:
+    every batch size with the first cache type, then the other cache types at the fastest batch size."""
     from sdft.generation.base import GenerationParams
     from sdft.generation.hf import HFBackend
 
     backend = HFBackend(str(model_dir), weights=weights, threads=threads, **backend_kw)
     params = GenerationParams(max_new_tokens=max_new_tokens)
-    out: dict[int, float] = {}
+    out: dict[str, float] = {}
+
+    def run(b: int, cache: str) -> None:
+        backend.batch_size, backend.kv_cache = b, cache
+        t0 = time.perf_counter()
+        for start in range(0, len(prompts), 2 * b):  # the run's chunks (generate_in_chunks)
+            backend.generate(list(prompts[start:start + 2 * b]), params)
+        out[f"{b}:{cache}"] = len(prompts) / (time.perf_counter() - t0)
+        log(f"batch size {b}, {cache} KV cache: {out[f'{b}:{cache}']:.2f} rows/s")
+
     try:
-        backend.generate(list(prompts[:2]), GenerationParams(max_new_tokens=2))  # warm-up
-        for b in candidates:
-            backend.batch_size = b
-            t0 = time.perf_counter()
-            for start in range(0, len(prompts), 2 * b):  # the run's chunks (generate_in_chunks)
-                backend.generate(list(prompts[start:start + 2 * b]), params)
-            out[b] = len(prompts) / (time.perf_counter() - t0)
-            log(f"batch size {b}: {out[b]:.2f} rows/s")
+        for cache in caches:  # warm-up
+            backend.kv_cache = cache
+            backend.generate(list(prompts[:2]), GenerationParams(max_new_tokens=2))
+        for b in batches:
+            run(b, caches[0])
+        best = max(batches, key=lambda b: out[f"{b}:{caches[0]}"])
+        for cache in caches[1:]:
+            run(best, cache)
     finally:
         backend.close()
     return out
 
 
 def pick_batch_size(model_dir: str | Path, prompts: Sequence[str], weights: str, threads: int, max_new_tokens: int,
-                    cache_dir: str | Path | None = None, log: Callable[[str], None] = print, **backend_kw) -> int:
-    """The hf batch size with the most rows/s for prompts like ``prompts`` on this machine, from its stored
-    calibration (measured first when there is none)."""
+                    cache_dir: str | Path | None = None, log: Callable[[str], None] = print,
+                    batches: Sequence[int] = BATCH_CANDIDATES, caches: Sequence[str] = KV_CACHES[:1],
+                    **backend_kw) -> tuple[int, str]:
+    """The hf ``(batch size, KV cache)`` with the most rows/s for prompts like ``prompts`` on this machine, among
+    ``batches`` x ``caches``, from its stored calibration (measured first when there is none)."""
     sample = list(prompts[:BATCH_SAMPLE])
-    if not sample:
-        return BATCH_CANDIDATES[0]
-    path = batch_tuning_path(Path(model_dir), weights, threads, max_new_tokens, len(sample), cache_dir)
+    if not sample or (len(batches) == 1 and len(caches) == 1):
+        return batches[0], caches[0]
+    path = batch_tuning_path(Path(model_dir), weights, threads, max_new_tokens, len(sample), batches, caches,
+                             cache_dir)
     if path.is_file():
-        rates = {int(k): v for k, v in json.loads(path.read_text())["rows_per_s"].items()}
+        rates = json.loads(path.read_text())["rows_per_s"]
     else:
-        log(f"--batch-size auto: timing batch sizes {'/'.join(map(str, BATCH_CANDIDATES))} on {len(sample)} prompts "
-            f"(once; {path})")
-        rates = measure_batch_sizes(model_dir, sample, weights, threads, max_new_tokens, log=log, **backend_kw)
+        log(f"--batch-size/--kv-cache auto: timing batch sizes {'/'.join(map(str, batches))}, KV caches "
+            f"{'/'.join(caches)} on {len(sample)} prompts (once; {path})")
+        rates = measure_batch_sizes(model_dir, sample, weights, threads, max_new_tokens, batches, caches, log=log,
+                                    **backend_kw)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"model": str(model_dir), "weights": weights, "cpu": _cpu_name(), "threads": threads,
                                    "max_new_tokens": max_new_tokens, "prompts": len(sample),
                                    "rows_per_s": rates}, indent=2))
         tmp.replace(path)
-    best = max(rates, key=lambda b: rates[b])
-    log(f"--batch-size auto: {best} ({rates[best]:.2f} rows/s measured, {weights} weights, {threads} threads)")
-    return best
+    best = max(rates, key=lambda k: rates[k])
+    b, cache = best.split(":")
+    log(f"--batch-size/--kv-cache auto: batch {b}, {cache} KV cache ({rates[best]:.2f} rows/s measured, {weights} "
+        f"weights, {threads} threads)")
+    return int(b), cache
 
 
 def resolve_batch_size(cfg, backend_name: str | None, model, prompts: Sequence[str],
-                       log: Callable[[str], None] = print) -> tuple[int, int]:
-    """What ``batch_size: auto`` means for a run: ``(batch_size, chunk_size)`` -- for the hf backend run locally,
-    :func:`pick_batch_size` with the chunk raised to twice it; 8 and the run's chunk size for any other."""
+                       log: Callable[[str], None] = print) -> tuple[int, int, str]:
+    """What ``batch_size: auto`` and ``kv_cache: auto`` mean for a run: ``(batch_size, chunk_size, kv_cache)`` --
+    for the hf backend run locally, :func:`pick_batch_size` (the chunk raised to twice an auto batch size); for
+    any other, 8 / the run's chunk size / dynamic in place of each ``auto``."""
     from sdft.generation.llamacpp import usable_cpus
 
+    auto_b, auto_c = cfg.batch_size == "auto", cfg.kv_cache == "auto"
+    batches = BATCH_CANDIDATES if auto_b else (cfg.batch_size,)
+    caches = KV_CACHES if auto_c else (cfg.kv_cache,)
     if model is not None and backend_name == "hf" and getattr(cfg, "executor", "local") in (None, "local"):
-        b = pick_batch_size(model.hf_dir, prompts, cfg.weights, cfg.threads or usable_cpus(), cfg.max_new_tokens,
-                            cfg.cache_dir, log, trust_remote_code=cfg.trust_remote_code)
-        return b, max(cfg.chunk_size, 2 * b)
-    log(f"--batch-size auto: 8 (the run generates with {backend_name or 'a given backend'})")
-    return BATCH_CANDIDATES[0], cfg.chunk_size
+        b, cache = pick_batch_size(model.hf_dir, prompts, cfg.weights, cfg.threads or usable_cpus(),
+                                   cfg.max_new_tokens, cfg.cache_dir, log, batches, caches,
+                                   trust_remote_code=cfg.trust_remote_code)
+        return b, max(cfg.chunk_size, 2 * b) if auto_b else cfg.chunk_size, cache
+    log(f"--batch-size/--kv-cache auto: {batches[0]}, {caches[0]} (the run generates with "
+        f"{backend_name or 'a given backend'})")
+    return batches[0], cfg.chunk_size, caches[0]
