@@ -54,7 +54,8 @@ def _batch_size(default: int = 8, auto: bool = False) -> Any:
         return opt(default, "prompts per generate call on the backend", run_only=True, min=1)
     return opt(default, "prompts per generate call on the backend | auto (hf backend: the fastest of "
                         "8 / 16 / 24 for this run's model, weights and prompts on this machine, timed once on its first 48 "
-                        "prompts; the chunk size is raised to twice it; other backends: 8)", run_only=True, min=1,
+                        "prompts; the chunk size is raised to twice it; other backends: 8); with --weights bf16 the batch "
+                        "shape moves greedy near-ties (docs/reproducibility.md)", run_only=True, min=1,
                choices=("auto",))
 
 
