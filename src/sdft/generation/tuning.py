@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from sdft.store import atomic_write_json
+
 DECODE_TOKENS = 32
 SAMPLE = 8  # prompts per calibration pass (one per slot)
 
@@ -126,11 +128,8 @@ def pick_weights(target: str | Path, prompts: Sequence[str], tokenize: Callable[
         log(f"--weights auto: calibrating {backend} weight types on this machine (once; {path})")
         rates = measure(target, prompts, threads, parallel, cache_dir, log=log, backend=backend,
                         batch_size=batch_size)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"target": str(target), "backend": backend, "cpu": _cpu_name(),
-                                   "threads": threads, "rates": rates}, indent=2))
-        tmp.replace(path)
+        atomic_write_json(path, {"target": str(target), "backend": backend, "cpu": _cpu_name(), "threads": threads,
+                                 "rates": rates})
     sample = list(prompts[:SAMPLE]) or [""]
     mean_prompt = sum(len(tokenize(p)) for p in sample) / len(sample)
     best = min(rates, key=lambda w: predicted_seconds(rates[w], mean_prompt, new_tokens))
@@ -235,12 +234,8 @@ def pick_batch_size(model_dir: str | Path, prompts: Sequence[str], weights: str,
             f"{'/'.join(caches)} on {len(sample)} prompts (once; {path})")
         rates = measure_batch_sizes(model_dir, sample, weights, threads, max_new_tokens, batches, caches, log=log,
                                     **backend_kw)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"model": str(model_dir), "weights": weights, "cpu": _cpu_name(), "threads": threads,
-                                   "max_new_tokens": max_new_tokens, "prompts": len(sample),
-                                   "rows_per_s": rates}, indent=2))
-        tmp.replace(path)
+        atomic_write_json(path, {"model": str(model_dir), "weights": weights, "cpu": _cpu_name(), "threads": threads,
+                                 "max_new_tokens": max_new_tokens, "prompts": len(sample), "rows_per_s": rates})
     best = max(rates, key=lambda k: rates[k])
     b, cache = best.split(":")
     log(f"--batch-size/--kv-cache auto: batch {b}, {cache} KV cache ({rates[best]:.2f} rows/s measured, {weights} "
