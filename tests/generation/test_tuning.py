@@ -157,3 +157,14 @@ def test_distill_batch_size_auto_on_the_tiny_model_records_the_size_and_keeps_gr
     for key, bad in (("batch_size", "fast"), ("batch_size", 0), ("kv_cache", "paged")):
         with pytest.raises(ConfigError, match=key):
             build(DistillConfig, {"data": "d", "out": "o", key: bad})
+
+
+def test_the_kv_cache_names_are_the_hf_backends_own():
+    from dataclasses import fields
+
+    from sdft.config import DistillConfig
+    from sdft.generation.hf import HF_KV_CACHES
+    from sdft.options import meta
+
+    assert tuning.KV_CACHES == HF_KV_CACHES
+    assert meta(next(f for f in fields(DistillConfig) if f.name == "kv_cache"))["choices"] == HF_KV_CACHES + ("auto",)

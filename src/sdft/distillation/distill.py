@@ -234,16 +234,17 @@ def _distill(cfg: DistillConfig, p: Plan, *, progress: bool, backend, tokenizer,
                              ex.output, p.train_template, p.template, prompt_format=fmt, layout=cfg.layout,
                              tokenizer=tokenizer)
 
+    # the backend the measured (auto) settings are measured for; None: a backend passed in, which runs its own
+    measured = "auto" in (cfg.weights, cfg.batch_size, cfg.kv_cache) and backend is None and gen_model is not None
+    name = pick_backend(cfg.backend, gen_model) if measured else None
     if cfg.weights == "auto":  # measured on this machine (once); the run records the type it chose
         from sdft.generation.tuning import resolve_weights
 
-        name = None if backend is not None or gen_model is None else pick_backend(cfg.backend, gen_model)
         cfg = replace(cfg, weights=resolve_weights(cfg, name, gen_model, tokenizer, [
             prompt_of(p.examples[i]) for i in p.indices[:8]], cfg.max_new_tokens, log))
     if "auto" in (cfg.batch_size, cfg.kv_cache):  # measured here (once); run-only, the choice is in config.json
         from sdft.generation.tuning import BATCH_SAMPLE, resolve_batch_size
 
-        name = None if backend is not None or gen_model is None else pick_backend(cfg.backend, gen_model)
         batch, chunk, kv = (1, cfg.chunk_size, "dynamic") if deterministic else resolve_batch_size(
             cfg, name, gen_model, [prompt_of(p.examples[i]) for i in p.indices[:BATCH_SAMPLE]], log)
         cfg = replace(cfg, batch_size=batch, chunk_size=chunk, kv_cache=kv)

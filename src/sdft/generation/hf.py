@@ -20,6 +20,7 @@ from sdft.generation.base import Completion, GenerationParams, cut_at_stop, firs
 
 
 HF_WEIGHT_TYPES = ("native", "bf16")
+HF_KV_CACHES = ("dynamic", "static")  # transformers' default cache, and its StaticCache (``cache_implementation``)
 
 
 class HFBackend:
@@ -57,8 +58,8 @@ class HFBackend:
             model.to(self.device)
         self.model = model.eval()
         self.batch_size = batch_size
-        if kv_cache not in ("dynamic", "static"):
-            raise ValueError(f"kv_cache {kv_cache!r}: the hf backend runs dynamic | static")
+        if kv_cache not in HF_KV_CACHES:
+            raise ValueError(f"kv_cache {kv_cache!r}: the hf backend runs {' | '.join(HF_KV_CACHES)}")
         self.kv_cache = kv_cache  # static: transformers' StaticCache, sized for each batch's prompt + new tokens
         self.stats = {"generated_tokens": 0, "prompt_tokens": 0, "seconds": 0.0}
 

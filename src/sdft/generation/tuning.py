@@ -11,10 +11,10 @@ thread count, the llama.cpp or torch build and, for hf, the batch size), so a ma
 the chosen type is what the run records in its fingerprint and manifest (a resume elsewhere that would pick another
 type is refused, as any config change).
 
-``--batch-size auto`` (hf backend): whole greedy passes over the run's first ``BATCH_SAMPLE`` prompts at each of
-``BATCH_CANDIDATES``, the most rows/s wins (:func:`pick_batch_size`; stored as above). The batch size is run-only:
-in float32 it leaves greedy answers as they are; in bfloat16 the batch shapes move near-ties (measured in
-BENCHMARKS.md), as the weight type itself does.
+``--batch-size auto`` / ``--kv-cache auto`` (hf backend): whole greedy passes over the run's first ``BATCH_SAMPLE``
+prompts at each of ``BATCH_CANDIDATES``, then each of ``KV_CACHES`` at the fastest batch size; the most rows/s wins
+(:func:`pick_batch_size`; stored as above). Both are run-only: in float32 they leave greedy answers as they are; in
+bfloat16 the batch shapes move near-ties (measured in BENCHMARKS.md), as the weight type itself does.
 """
 
 from __future__ import annotations
@@ -165,7 +165,8 @@ def resolve_weights(cfg, backend_name: str | None, model, tokenizer, prompts: Se
 # static KV cache decoded a batch of 24 in 83 ms a step against the dynamic cache's 95 (no copy of the cache per
 # step), so no one setting is best everywhere (BENCHMARKS.md, issue #20).
 BATCH_CANDIDATES = (8, 16, 24)
-KV_CACHES = ("dynamic", "static")
+KV_CACHES = ("dynamic", "static")  # = sdft.generation.hf.HF_KV_CACHES (a test holds them equal; not imported
+# here, where torch's backend module would load with the module that only reads a stored calibration)
 BATCH_SAMPLE = 48  # prompts per calibration pass
 
 
